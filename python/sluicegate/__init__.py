@@ -1,0 +1,1 @@
+"""sluicegate: a fast, faithful LLM gateway for coding agents."""
