@@ -1,0 +1,269 @@
+"""The RSGI application Granian serves: routing of paths, auth, and the per-request flow.
+
+Per request the work is: read the snapshot reference once, a header look-up and a sha256 for
+the key, one native pass over the body (`inspect_request`), dictionary look-ups for the
+model, and then the upstream exchange whose bytes are handled natively.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from . import _native, log
+from .context import RequestContext
+from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
+from .providers.mock import MockReply
+from .relay import forward, forward_with_failover
+from .routing import attempt_order, eligible_targets
+from .snapshot import KeyInfo, Snapshot, Target
+from .state import GatewayState
+
+_TEXT = [("content-type", "text/plain; charset=utf-8")]
+_SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
+class Gateway:
+    def __init__(self, state: GatewayState | None = None) -> None:
+        self.state = state or GatewayState()
+
+    # -- lifecycle (Granian calls these in each worker) -------------------------------------------
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.state.load()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.state.reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        from .upstream import close_all
+
+        close_all()
+
+    # -- dispatch ----------------------------------------------------------------------------------
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        path = scope.path
+        method = scope.method
+        if path == "/v1/messages":
+            if method == "POST":
+                return await self.messages(scope, proto, "messages", "/v1/messages")
+            return self._error(proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}"))
+        if path == "/v1/messages/count_tokens":
+            if method == "POST":
+                return await self.messages(scope, proto, "count_tokens", "/v1/messages/count_tokens")
+            return self._error(proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}"))
+        if path == "/v1/models":
+            return self.models(scope, proto)
+        if path == "/":
+            if method == "HEAD":
+                return proto.response_empty(200, _TEXT)
+            return proto.response_bytes(200, JSON_HEADERS, b'{"name":"sluicegate","status":"ok"}')
+        if path == "/healthz":
+            return proto.response_bytes(200, _TEXT, b"ok\n")
+        if path == "/readyz":
+            ready = self.state.snapshot is not None and not self.state.draining
+            return proto.response_bytes(200 if ready else 503, _TEXT, b"ready\n" if ready else b"not ready\n")
+        api = "openai" if path.startswith("/v1/chat") or path.startswith("/v1/completions") else "anthropic"
+        return self._error(proto, api, GatewayError(404, f"no route for {method} {path}", "not_found_error"))
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @staticmethod
+    def _error(proto: Any, api: str, err: GatewayError) -> None:
+        proto.response_bytes(err.status, JSON_HEADERS + err.headers, err.body(api))
+
+    def authenticate(self, snap: Snapshot, headers: Any) -> KeyInfo:
+        tokens = []
+        api_key = headers.get("x-api-key")
+        if api_key:
+            tokens.append(api_key.strip())
+        auth = headers.get("authorization")
+        if auth and auth[:7].lower() == "bearer ":
+            tokens.append(auth[7:].strip())
+        if not tokens:
+            raise GatewayError(401, "missing API key: send it in the x-api-key header or as Authorization: Bearer")
+        for token in tokens:
+            key = snap.keys_by_hash.get(hashlib.sha256(token.encode()).hexdigest())
+            if key is not None:
+                return key
+            for hook in self.state.hooks:
+                lookup = getattr(hook, "lookup_key", None)
+                if lookup is not None and (key := lookup(token)) is not None:
+                    return key
+        raise GatewayError(401, "invalid API key")
+
+    async def read_body(self, scope: Any, proto: Any, snap: Snapshot) -> bytes:
+        limit = snap.max_body_bytes
+        declared = scope.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise GatewayError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+        body: bytes = await proto()
+        if len(body) > limit:
+            raise GatewayError(413, f"request body of {len(body)} bytes is over the limit of {limit} bytes")
+        return body
+
+    # -- /v1/messages and /v1/messages/count_tokens ----------------------------------------------
+    async def messages(self, scope: Any, proto: Any, endpoint: str, upstream_path: str) -> None:
+        ctx = RequestContext(endpoint)
+        snap = self.state.snapshot
+        try:
+            if snap is None:
+                raise GatewayError(503, "gateway is starting: no config loaded yet")
+            headers = scope.headers
+            ctx.session_id = headers.get("x-claude-code-session-id")
+            ctx.agent_id = headers.get("x-claude-code-agent-id")
+            ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+            key = ctx.key = self.authenticate(snap, headers)
+            body = await self.read_body(scope, proto, snap)
+            try:
+                info = _native.inspect_request(body)
+            except ValueError as exc:
+                raise GatewayError(400, f"invalid request body: {exc}") from None
+            model = info.model
+            if not model:
+                raise GatewayError(400, "model: a model name (string) is required")
+            ctx.requested_model = model
+            ctx.stream = info.stream and endpoint == "messages"
+            ctx.image_count = info.image_count
+            gname = snap.resolve(model)
+            if gname is None:
+                raise GatewayError(404, f"model '{model}' is not served by this gateway", "not_found_error")
+            ctx.group = gname
+            if not key.may_use(gname):
+                raise GatewayError(403, f"this key may not use model group '{gname}'", "permission_error")
+            group = snap.groups[gname]
+            targets = attempt_order(group, eligible_targets(group, info.image_count, info.has_tools))
+            qs = scope.query_string
+            path = upstream_path + "?" + qs if qs else upstream_path
+            client_headers = headers.items()
+
+            async def send(target: Target, may_retry: bool) -> None:
+                if target.kind == "mock":
+                    return await self.mock_answer(ctx, proto, target, model, body, endpoint, info.stream)
+                if target.kind == "anthropic":
+                    out = body
+                    if target.upstream_model is not None and info.model_span is not None:
+                        out = _native.replace_model(body, info.model_span, target.upstream_model)
+                    return await forward(
+                        ctx, proto, target, path, client_headers, out,
+                        mode=_native.RELAY_ANTHROPIC, api="anthropic", may_retry=may_retry,
+                    )
+                raise GatewayError(
+                    501, f"target {target.name}: provider type '{target.kind}' is not supported on /v1/messages yet"
+                )
+
+            await forward_with_failover(ctx, proto, targets, group.deadline_s, send)
+        except GatewayError as exc:
+            ctx.status = exc.status
+            ctx.error_type = exc.kind
+            self._error(proto, "anthropic", exc)
+        except Exception as exc:  # never a traceback to the client
+            log.error("internal error", request_id=ctx.request_id, error=type(exc).__name__, detail=str(exc)[:300])
+            if ctx.status == 0:
+                ctx.status = 500
+                ctx.error_type = "internal_error"
+                proto.response_bytes(500, JSON_HEADERS, anthropic_error(500, "internal gateway error", "api_error"))
+        finally:
+            self.finish(ctx, snap)
+
+    async def mock_answer(
+        self, ctx: RequestContext, proto: Any, target: Target, model: str, body: bytes, endpoint: str, stream: bool
+    ) -> None:
+        ctx.mark_first_byte()
+        if endpoint == "count_tokens":
+            ctx.status = 200
+            proto.response_bytes(200, JSON_HEADERS, orjson.dumps({"input_tokens": max(1, len(body) // 4)}))
+            return
+        reply = MockReply(target.mock or {}, target.upstream_model or model)
+        ctx.usage = (reply.input_tokens, reply.output_tokens, 0, 0)
+        ctx.stop_reason = "end_turn"
+        ctx.status = 200
+        rid = [("x-sluicegate-request-id", ctx.request_id)]
+        if not stream:
+            proto.response_bytes(200, JSON_HEADERS + rid, reply.message())
+            return
+        ctx.stream = True
+        transport = proto.response_stream(200, _SSE_HEADERS + rid)
+        try:
+            async for chunk in reply.stream():
+                await transport.send_bytes(chunk)
+        except Exception:
+            ctx.client_disconnected = True
+            ctx.error_type = "client_disconnected"
+
+    # -- /v1/models --------------------------------------------------------------------------------
+    def models(self, scope: Any, proto: Any) -> None:
+        ctx = RequestContext("models")
+        snap = self.state.snapshot
+        try:
+            if scope.method not in ("GET", "HEAD"):
+                raise GatewayError(405, f"method {scope.method} not allowed on /v1/models")
+            if snap is None:
+                raise GatewayError(503, "gateway is starting: no config loaded yet")
+            key = ctx.key = self.authenticate(snap, scope.headers)
+            q = parse_qs(scope.query_string) if scope.query_string else {}
+            try:
+                limit = int(q.get("limit", ["1000"])[0])
+            except ValueError:
+                raise GatewayError(400, "limit: must be an integer between 1 and 1000") from None
+            if not 1 <= limit <= 1000:
+                raise GatewayError(400, "limit: must be an integer between 1 and 1000")
+            page = snap.models_page(key, limit, q.get("after_id", [None])[0], q.get("before_id", [None])[0])
+            ctx.status = 200
+            proto.response_bytes(200, JSON_HEADERS, page)
+        except GatewayError as exc:
+            ctx.status = exc.status
+            ctx.error_type = exc.kind
+            self._error(proto, "anthropic", exc)
+        finally:
+            self.finish(ctx, snap)
+
+    # -- end of request: one log line, one usage record ----------------------------------------
+    def finish(self, ctx: RequestContext, snap: Snapshot | None) -> None:
+        duration = time.perf_counter() - ctx.t0
+        for hook in self.state.hooks:
+            done = getattr(hook, "request_done", None)
+            if done is not None:
+                done(ctx, duration)
+        if snap is not None and not snap.server["access_log"]:
+            return
+        key = ctx.key
+        u = ctx.usage
+        line = {
+            "ts": round(ctx.ts, 3),
+            "event": "request",
+            "request_id": ctx.request_id,
+            "endpoint": ctx.endpoint,
+            "key": key.name if key else None,
+            "key_id": key.key_id if key else None,
+            "user": key.user if key else None,
+            "group": ctx.group,
+            "target": ctx.target,
+            "model": ctx.requested_model,
+            "upstream_model": ctx.upstream_model,
+            "status": ctx.status,
+            "stream": ctx.stream,
+            "ttfb_ms": round(ctx.ttfb * 1000, 2) if ctx.ttfb is not None else None,
+            "duration_ms": round(duration * 1000, 2),
+            "input_tokens": u[0],
+            "output_tokens": u[1],
+            "cache_creation_tokens": u[2],
+            "cache_read_tokens": u[3],
+            "session_id": ctx.session_id,
+            "agent_id": ctx.agent_id,
+            "parent_agent_id": ctx.parent_agent_id,
+            "error": ctx.error_type,
+            "client_disconnected": ctx.client_disconnected,
+            "attempts": ctx.attempts,
+        }
+        log.write_access(orjson.dumps(line) + b"\n")
+
+
+app = Gateway()
+
+__all__ = ["Gateway", "app", "openai_error"]

@@ -1,0 +1,119 @@
+"""The `sluicegate` command: compile-config for CI, serve for production, and helpers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .compile import compile_file, dump_snapshot, load_snapshot
+from .config import ConfigError
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(name, default)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    try:
+        compiled = compile_file(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.issues)} error{'s' if len(exc.issues) != 1 else ''}", file=sys.stderr)
+        for issue in exc.issues:
+            print(issue.render(args.config), file=sys.stderr)
+        return 1
+    data = dump_snapshot(compiled)
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"{args.config}: ok, snapshot {compiled['hash'][:16]} written to {args.output}", file=sys.stderr)
+    else:
+        print(f"{args.config}: ok, snapshot {compiled['hash'][:16]}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServeOptions, serve
+    from .snapshot import Snapshot, SnapshotError
+
+    config, snapshot = args.config, args.snapshot
+    if bool(config) == bool(snapshot):
+        print("sluicegate serve: give exactly one of --config or --snapshot", file=sys.stderr)
+        return 2
+    try:
+        # Check everything in the main process first, so a bad config fails here, once, clearly.
+        compiled = compile_file(config) if config else load_snapshot(Path(snapshot).read_bytes())
+        Snapshot(compiled)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except (SnapshotError, ValueError, OSError) as exc:
+        print(f"sluicegate serve: {exc}", file=sys.stderr)
+        return 1
+    if config:
+        os.environ["SLUICEGATE_CONFIG"] = str(Path(config).resolve())
+        os.environ.pop("SLUICEGATE_SNAPSHOT", None)
+    else:
+        os.environ["SLUICEGATE_SNAPSHOT"] = str(Path(snapshot).resolve())
+        os.environ.pop("SLUICEGATE_CONFIG", None)
+    serve(
+        ServeOptions(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            drain_s=args.drain_s,
+            http=args.http,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluicegate", description="A fast, faithful LLM gateway for coding agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile-config", help="validate a config file and write its compiled snapshot")
+    p.add_argument("config", help="path to sluicegate.yaml")
+    p.add_argument("-o", "--output", help="write the snapshot (JSON) here")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("serve", help="serve the gateway")
+    p.add_argument("--config", default=_env("SLUICEGATE_CONFIG", None), help="YAML config [SLUICEGATE_CONFIG]")
+    p.add_argument("--snapshot", default=_env("SLUICEGATE_SNAPSHOT", None), help="compiled snapshot [SLUICEGATE_SNAPSHOT]")
+    p.add_argument("--host", default=_env("SLUICEGATE_HOST", "127.0.0.1"), help="bind address [SLUICEGATE_HOST]")
+    p.add_argument("--port", type=int, default=int(_env("SLUICEGATE_PORT", 8080)), help="port [SLUICEGATE_PORT]")
+    p.add_argument(
+        "--workers", type=int, default=int(_env("SLUICEGATE_WORKERS", 1)), help="worker processes [SLUICEGATE_WORKERS]"
+    )
+    p.add_argument(
+        "--drain-s",
+        type=float,
+        default=float(_env("SLUICEGATE_DRAIN_S", 30)),
+        help="on SIGTERM, let streams finish for up to this many seconds [SLUICEGATE_DRAIN_S]",
+    )
+    p.add_argument("--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("mock-upstream", help="a standalone fast fake Anthropic upstream (demos, load tests)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9999)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_mock_upstream)
+    return parser
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from .providers.mock_server import run
+
+    run(args.host, args.port, args.workers)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Per-request facts gathered along the way, turned into one log line and one usage record."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any
+
+_prefix = os.urandom(4).hex()
+_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"req_{_prefix}{next(_counter):010x}"
+
+
+class RequestContext:
+    __slots__ = (
+        "agent_id",
+        "client_disconnected",
+        "endpoint",
+        "error_type",
+        "group",
+        "image_count",
+        "key",
+        "parent_agent_id",
+        "request_id",
+        "requested_model",
+        "session_id",
+        "status",
+        "stop_reason",
+        "stream",
+        "t0",
+        "target",
+        "ts",
+        "ttfb",
+        "upstream_model",
+        "usage",
+        "attempts",
+        "limit_admission",
+        "price",
+    )
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.request_id = new_request_id()
+        self.ts = time.time()
+        self.t0 = time.perf_counter()
+        self.key: Any = None
+        self.group: str | None = None
+        self.target: str | None = None
+        self.upstream_model: str | None = None
+        self.requested_model: str | None = None
+        self.session_id: str | None = None
+        self.agent_id: str | None = None
+        self.parent_agent_id: str | None = None
+        self.status = 0
+        self.stream = False
+        self.ttfb: float | None = None
+        self.usage: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.image_count = 0
+        self.error_type: str | None = None
+        self.client_disconnected = False
+        self.stop_reason: str | None = None
+        self.attempts = 0
+        self.limit_admission: Any = None
+        self.price: dict[str, float] | None = None
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb is None:
+            self.ttfb = time.perf_counter() - self.t0

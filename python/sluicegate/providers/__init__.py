@@ -1,0 +1,1 @@
+"""Built-in providers that answer without a network upstream."""

@@ -1,0 +1,132 @@
+"""The built-in `type: mock` provider: Anthropic-format answers with no network and no keys.
+
+It serves the README demo and load tests: configurable text, number of text events and
+pacing. The same event generator backs `sluicegate mock-upstream`, a standalone server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+_ids = itertools.count(1)
+
+
+def _split(text: str, parts: int) -> list[str]:
+    if parts <= 1 or len(text) <= 1:
+        return [text] * 1 if parts <= 1 else [text] + [""] * (parts - 1)
+    size, rem = divmod(len(text), parts)
+    if size == 0:
+        return list(text) + [""] * (parts - len(text))
+    pieces, pos = [], 0
+    for i in range(parts):
+        n = size + (1 if i < rem else 0)
+        pieces.append(text[pos : pos + n])
+        pos += n
+    return pieces
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class MockReply:
+    """One answer: the SSE events (or the JSON message) for a request to the mock."""
+
+    def __init__(self, settings: dict[str, Any], model: str) -> None:
+        self.text: str = settings.get("text", "Hello from sluicegate's mock provider.")
+        self.events: int = settings.get("events", 10)
+        self.interval_s: float = settings.get("interval_ms", 0.0) / 1000.0
+        self.pause_after_first_s: float = settings.get("pause_after_first_ms", 0.0) / 1000.0
+        self.input_tokens: int = settings.get("input_tokens", 12)
+        self.model = model
+        self.msg_id = f"msg_mock_{next(_ids):012d}"
+        self.output_tokens = max(1, len(self.text) // 4)
+
+    def message(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [{"type": "text", "text": self.text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": self.input_tokens,
+                    "output_tokens": self.output_tokens,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            }
+        )
+
+    def sse_events(self) -> list[bytes]:
+        usage0 = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        out = [
+            _event(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": self.msg_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": self.model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": usage0,
+                    },
+                },
+            ),
+            _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+        ]
+        for piece in _split(self.text, self.events):
+            out.append(
+                _event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                )
+            )
+        out.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        out.append(
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": self.output_tokens},
+                },
+            )
+        )
+        out.append(_event("message_stop", {"type": "message_stop"}))
+        return out
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """SSE events paced as configured: the first one at once, then one per interval."""
+        events = self.sse_events()
+        # message_start and content_block_start go together, like a real first flush.
+        yield events[0] + events[1]
+        if self.pause_after_first_s:
+            await asyncio.sleep(self.pause_after_first_s)
+        rest = events[2:]
+        if not self.interval_s:
+            yield b"".join(rest)
+            return
+        for ev in rest:
+            await asyncio.sleep(self.interval_s)
+            yield ev

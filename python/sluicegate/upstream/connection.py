@@ -1,0 +1,232 @@
+"""One keep-alive HTTP/1.1 connection to an upstream, driven by asyncio callbacks.
+
+The socket work is asyncio's; the parsing is the Rust `Exchange`: every received chunk goes
+straight to `Exchange.feed`, which returns bytes that are ready for the client (complete
+SSE events) or None. The coroutine side only wakes when there is something to forward,
+so per chunk Python does one native call and one future wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .errors import UpstreamClosed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+
+# Past this many buffered bytes the client is slower than the upstream: stop reading from
+# the upstream socket until the client catches up, so memory per stream stays bounded.
+_HIGH_WATER = 1 << 20
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_buffered",
+        "_deadline_total",
+        "_first_byte_s",
+        "_idle_s",
+        "_loop",
+        "_paused",
+        "_timer",
+        "closed",
+        "error",
+        "exchange",
+        "last_rx",
+        "out",
+        "received",
+        "transport",
+        "uses",
+        "waiter",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Any = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.out: list[bytes] = []
+        self._buffered = 0
+        self._paused = False
+        self.closed = False
+        self.error: UpstreamError | None = None
+        self.received = False
+        self.last_rx = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._first_byte_s = 0.0
+        self._idle_s = 0.0
+        self._deadline_total: float | None = None
+        self.uses = 0
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # Bytes on an idle keep-alive connection: the peer is confused; drop the connection.
+            self._abort()
+            return
+        self.received = True
+        self.last_rx = self._loop.time()
+        try:
+            chunk = ex.feed(data)
+        except ValueError as exc:
+            self.error = UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}")
+            self._abort()
+            self._wake()
+            return
+        if chunk is not None:
+            self.out.append(chunk)
+            self._buffered += len(chunk)
+            if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            self._wake()
+        elif ex.done or ex.head_complete:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.exchange
+        if ex is not None and not ex.done:
+            tail = ex.eof()
+            if tail:
+                self.out.append(tail)
+        self._cancel_timer()
+        self._wake()
+
+    # -- request side ------------------------------------------------------------------------
+    def start(
+        self,
+        head: bytes,
+        body: bytes,
+        exchange: Any,
+        *,
+        first_byte_s: float,
+        idle_s: float,
+        total_s: float | None,
+    ) -> None:
+        self.exchange = exchange
+        self.out = []
+        self._buffered = 0
+        self.received = False
+        self.error = None
+        self.uses += 1
+        now = self._loop.time()
+        self._first_byte_s = first_byte_s
+        self._idle_s = idle_s
+        self._deadline_total = now + total_s if total_s else None
+        self._arm(now + first_byte_s)
+        assert self.transport is not None
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+
+    async def wait_head(self) -> None:
+        ex = self.exchange
+        while not ex.head_complete:
+            await self._wait()
+
+    async def next_chunk(self) -> bytes | None:
+        """The next bytes for the client, or None when the body is complete."""
+        while True:
+            out = self.out
+            if out:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                self._buffered = 0
+                if self._paused and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.exchange.done:
+                return None
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise UpstreamClosed("upstream closed the connection before the response was complete")
+            await self._wait()
+
+    async def wait_done(self) -> None:
+        ex = self.exchange
+        while not ex.done:
+            if self.out:
+                # A body we do not stream (non-event-stream): nothing to forward yet.
+                self.out.clear()
+                self._buffered = 0
+            await self._wait()
+
+    def finish(self) -> bool:
+        """Detach the exchange; True when the connection may be reused."""
+        self._cancel_timer()
+        ex = self.exchange
+        self.exchange = None
+        reusable = (
+            ex is not None and ex.done and ex.keep_alive and not self.closed and self.error is None and not self.out
+        )
+        if not reusable:
+            self._abort()
+        return reusable
+
+    def abort(self) -> None:
+        self._abort()
+
+    # -- internals ---------------------------------------------------------------------------
+    async def _wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.closed and not self.exchange.done:
+            raise UpstreamClosed("upstream closed the connection before the response was complete")
+        fut = self._loop.create_future()
+        self.waiter = fut
+        try:
+            await fut
+        finally:
+            self.waiter = None
+        if self.error is not None and not self.out:
+            raise self.error
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _abort(self) -> None:
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            t.abort()
+
+    def _arm(self, when: float) -> None:
+        if self._deadline_total is not None and self._deadline_total < when:
+            when = self._deadline_total
+        self._cancel_timer()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        # One timer per request, re-armed lazily: data_received only records a timestamp.
+        self._timer = None
+        if self.exchange is None or self.exchange.done:
+            return
+        now = self._loop.time()
+        if self._deadline_total is not None and now >= self._deadline_total:
+            return self._time_out("total time limit reached")
+        if not self.received:
+            return self._time_out(f"no response within {self._first_byte_s:g} s")
+        due = self.last_rx + self._idle_s
+        if now >= due:
+            return self._time_out(f"no data for {self._idle_s:g} s")
+        self._arm(due)
+
+    def _time_out(self, why: str) -> None:
+        self.error = UpstreamTimeout(f"upstream timed out: {why}")
+        self._abort()
+        self._wake()
