@@ -14,6 +14,7 @@ from typing import Any
 from . import _native
 from .context import RequestContext
 from .errors import GatewayError
+from .health import health_of, parse_retry_after
 from .snapshot import Target
 from .upstream import UpstreamClosed, UpstreamError
 
@@ -178,13 +179,31 @@ async def forward_with_failover(
         ctx.price = target.price
         ctx.attempts += 1
         last_target = target
+        health = health_of(target.name)
+        health.inflight += 1
+        attempt_started = time.perf_counter()
         try:
             await send(target, may_retry)
-            return
         except RetryableResponse as resp:
             last_response, last_error = resp, None
+            retry_after = parse_retry_after(next((v for k, v in resp.headers if k.lower() == "retry-after"), None))
+            health.failure(f"status {resp.status}", retry_after)
+            ctx.ttfb = None
+            continue
         except UpstreamError as exc:
             last_error, last_response = exc, None
+            health.failure(exc.kind)
+            ctx.ttfb = None
+            continue
+        finally:
+            health.inflight -= 1
+        if ctx.status in RETRYABLE_STATUSES:
+            health.failure(f"status {ctx.status}")
+        else:
+            health.success(
+                None if ctx.ttfb is None else ctx.ttfb - (attempt_started - ctx.t0)
+            )
+        return
     if last_response is not None:
         ctx.status = last_response.status
         ctx.error_type = f"upstream_{last_response.status}"
