@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import _native, log
+from .chat import chat_completions
 from .context import RequestContext
 from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
 from .providers.mock import MockReply
@@ -24,6 +25,7 @@ from .relay import forward, forward_with_failover
 from .routing import attempt_order, eligible_targets
 from .snapshot import KeyInfo, Snapshot, Target
 from .state import GatewayState
+from .translation import openai_body_to_anthropic
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
@@ -58,6 +60,10 @@ class Gateway:
             if method == "POST":
                 return await self.messages(scope, proto, "count_tokens", "/v1/messages/count_tokens")
             return self._error(proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}"))
+        if path == "/v1/chat/completions":
+            if method == "POST":
+                return await chat_completions(self, scope, proto)
+            return self._error(proto, "openai", GatewayError(405, f"method {method} not allowed on {path}"))
         if path == "/v1/models":
             return self.models(scope, proto)
         if path == "/":
@@ -153,8 +159,24 @@ class Gateway:
                         ctx, proto, target, path, client_headers, out,
                         mode=_native.RELAY_ANTHROPIC, api="anthropic", may_retry=may_retry,
                     )
-                raise GatewayError(
-                    501, f"target {target.name}: provider type '{target.kind}' is not supported on /v1/messages yet"
+                # An OpenAI-compatible upstream: translate both ways.
+                if endpoint == "count_tokens":
+                    ctx.status = 200
+                    n = _native.count_tokens_estimate(body)
+                    proto.response_bytes(200, JSON_HEADERS, b'{"input_tokens":%d}' % n)
+                    return None
+                try:
+                    out = _native.anthropic_request_to_openai(
+                        body, target.upstream_model or model, target.flavor or "generic", target.include_usage
+                    )
+                except ValueError as exc:
+                    raise GatewayError(400, f"request cannot be translated for {target.name}: {exc}") from None
+                return await forward(
+                    ctx, proto, target, "/chat/completions", client_headers, out,
+                    mode=_native.OPENAI_TO_ANTHROPIC, api="anthropic", may_retry=may_retry,
+                    forward_client_headers=False,
+                    options={"model": model, "flavor": target.flavor or "generic", "include_usage": target.include_usage},
+                    transform_body=openai_body_to_anthropic(model),
                 )
 
             await forward_with_failover(ctx, proto, targets, group.deadline_s, send)

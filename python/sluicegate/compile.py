@@ -74,6 +74,10 @@ class _Compiler:
                 self.err((*at, "base_url"), "a mock provider has no base_url")
             if p.mock is not None and p.type != "mock":
                 self.err((*at, "mock"), "only a provider of type 'mock' takes mock settings")
+            if p.type == "openai" and base_url and not base_url.startswith("${") and base_url.rstrip("/").endswith(
+                "/chat/completions"
+            ):
+                self.err((*at, "base_url"), "end it before /chat/completions (e.g. http://host:8000/v1)")
             if p.flavor is not None and p.type != "openai":
                 self.err((*at, "flavor"), "only a provider of type 'openai' has a flavor")
             self.refs((*at, "base_url"), p.base_url)
@@ -88,6 +92,7 @@ class _Compiler:
                 "headers": dict(p.headers),
                 "timeouts": p.timeouts.model_dump(),
                 "flavor": p.flavor or ("generic" if p.type == "openai" else None),
+                "include_usage": p.include_usage,
                 "mock": (p.mock.model_dump() if p.mock else {}) if p.type == "mock" else None,
             }
         return out

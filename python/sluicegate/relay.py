@@ -24,11 +24,12 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 class RetryableResponse(Exception):
     """An upstream answered with a status worth trying elsewhere; kept to return if all fail."""
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, transform: Any = None) -> None:
         super().__init__(status)
         self.status = status
         self.headers = headers
         self.body = body
+        self.transform = transform
 
 
 def stream_error_event(api: str, message: str) -> bytes:
@@ -98,7 +99,7 @@ async def forward(
         resp = ex.take_body()
         pool.release(conn)
         if may_retry and status in RETRYABLE_STATUSES:
-            raise RetryableResponse(status, headers, resp)
+            raise RetryableResponse(status, headers, resp, transform_body)
         ctx.usage = ex.usage
         ctx.stop_reason = ex.stop_reason
         if transform_body is not None:
@@ -205,6 +206,11 @@ async def forward_with_failover(
             )
         return
     if last_response is not None:
+        if last_response.transform is not None:
+            status, headers, body = last_response.transform(
+                last_response.status, last_response.headers, last_response.body, ctx
+            )
+            last_response = RetryableResponse(status, headers, body)
         ctx.status = last_response.status
         ctx.error_type = f"upstream_{last_response.status}"
         last_response.headers.append(("x-sluicegate-request-id", ctx.request_id))

@@ -38,6 +38,7 @@ class Target:
     idle_s: float
     total_s: float | None
     flavor: str | None = None
+    include_usage: bool = True
     mock: dict[str, Any] | None = None
     origin: Origin | None = None
     pool: Pool | None = None
@@ -50,9 +51,13 @@ class Target:
         tpl = self._heads.get(key)
         if tpl is None:
             assert self.origin is not None
+            extra = self.extra_headers
+            if not forward_client_headers and self.kind == "anthropic":
+                # A translated request carries no client anthropic-* headers; the API needs a version.
+                if not any(k.lower() == "anthropic-version" for k, _ in extra):
+                    extra = [*extra, ("anthropic-version", "2023-06-01")]
             tpl = _native.HeadTemplate(
-                "POST", self.origin.base_path + path, self.origin.host_header, self.extra_headers,
-                forward_client_headers,
+                "POST", self.origin.base_path + path, self.origin.host_header, extra, forward_client_headers
             )
             if len(self._heads) < 64:
                 self._heads[key] = tpl
@@ -160,6 +165,7 @@ class Snapshot:
             idle_s=to["idle_s"],
             total_s=to["total_s"],
             flavor=p["flavor"],
+            include_usage=p["include_usage"],
             mock=p["mock"],
         )
         if p["type"] == "mock":

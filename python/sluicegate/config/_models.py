@@ -44,6 +44,9 @@ class Provider(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     flavor: Flavor | None = None
+    # Ask an OpenAI-compatible server for a final usage chunk (stream_options.include_usage).
+    # On by default; turn off for servers that reject the field.
+    include_usage: bool = True
     mock: MockSettings | None = None
 
     @field_validator("headers")

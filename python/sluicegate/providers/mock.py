@@ -116,6 +116,16 @@ class MockReply:
         out.append(_event("message_stop", {"type": "message_stop"}))
         return out
 
+    @staticmethod
+    def parse(chunk: bytes) -> list[tuple[str, bytes]]:
+        """(event name, data) pairs of SSE text this class produced (one data line each)."""
+        out = []
+        for block in chunk.split(b"\n\n"):
+            if block:
+                name, _, data = block.partition(b"\ndata: ")
+                out.append((name.removeprefix(b"event: ").decode(), data))
+        return out
+
     async def stream(self) -> AsyncIterator[bytes]:
         """SSE events paced as configured: the first one at once, then one per interval."""
         events = self.sse_events()
