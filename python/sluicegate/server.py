@@ -52,6 +52,5 @@ def serve(opts: ServeOptions) -> None:
         log_access=False,
         backlog=4096,
         workers_kill_timeout=max(1, int(opts.drain_s)) if opts.drain_s else None,
-        process_name="sluicegate",
     )
     server.serve()
