@@ -1,0 +1,59 @@
+"""The usage_records table: one schema for SQLite and PostgreSQL, applied as numbered migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._db import Database, Migration
+
+
+def _v1(db: Database) -> Sequence[str]:
+    pk = db.types()["pk"]
+    return [
+        f"""CREATE TABLE IF NOT EXISTS usage_records (
+            id {pk},
+            ts DOUBLE PRECISION NOT NULL,
+            day TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            key_id TEXT,
+            key_name TEXT,
+            user_name TEXT,
+            project TEXT,
+            env TEXT,
+            model_group TEXT,
+            target TEXT,
+            upstream_model TEXT,
+            requested_model TEXT,
+            session_id TEXT,
+            agent_id TEXT,
+            parent_agent_id TEXT,
+            status INTEGER NOT NULL,
+            stream BOOLEAN NOT NULL,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_creation_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+            image_count INTEGER NOT NULL DEFAULT 0,
+            cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            upstream_cost_usd DOUBLE PRECISION,
+            ttfb_ms DOUBLE PRECISION,
+            duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+            error_type TEXT,
+            client_disconnected BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+        # A retried batch (the commit landed but its acknowledgement was lost) inserts nothing twice.
+        "CREATE UNIQUE INDEX IF NOT EXISTS usage_records_request ON usage_records (request_id, ts)",
+        # `usage --since/--until` ranges, and `--by X` / `--X value` for each attribution column.
+        "CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts)",
+        "CREATE INDEX IF NOT EXISTS usage_records_day ON usage_records (day)",
+        "CREATE INDEX IF NOT EXISTS usage_records_key ON usage_records (key_id, ts)",
+        "CREATE INDEX IF NOT EXISTS usage_records_user ON usage_records (user_name, ts)",
+        "CREATE INDEX IF NOT EXISTS usage_records_project ON usage_records (project, ts)",
+        "CREATE INDEX IF NOT EXISTS usage_records_session ON usage_records (session_id, ts)",
+        "CREATE INDEX IF NOT EXISTS usage_records_group ON usage_records (model_group, ts)",
+    ]
+
+
+MIGRATIONS: list[Migration] = [(1, _v1)]
+COMPONENT = "usage"

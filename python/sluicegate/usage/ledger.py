@@ -1,0 +1,358 @@
+"""The usage ledger: a bounded in-process queue drained by one writer thread in batches.
+
+`submit()` is the only call on the request path: a length check and a deque append, never I/O,
+never an exception. The writer thread owns its connection; when the store fails it keeps the
+batch, retries with backoff, and lets the queue fill up to its bound (after which records are
+dropped and counted). A clean `close()` writes everything queued.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from typing import Any
+
+from .. import log
+from ._db import TRANSIENT_ERRORS, Database, migrate
+from ._schema import COMPONENT, MIGRATIONS
+from .record import COLUMNS, UsageRecord
+
+# `usage --by X` and the filters `--X value`: the dimension name -> its column.
+BY_COLUMNS: dict[str, str] = {
+    "key": "key_id",
+    "user": "user_name",
+    "project": "project",
+    "env": "env",
+    "session": "session_id",
+    "agent": "agent_id",
+    "group": "model_group",
+    "target": "target",
+    "model": "upstream_model",
+    "day": "day",
+}
+_FIELD_OF = {col: field for field, col in COLUMNS}
+_FIELDS = tuple(field for field, _ in COLUMNS)
+_BACKOFF_MAX_S = 5.0
+_DROP_LOG_EVERY_S = 10.0
+
+
+class Ledger:
+    def __init__(
+        self, db: Database, *, queue_max: int = 10000, batch_max: int = 500, flush_interval_s: float = 0.5
+    ) -> None:
+        self.db = db
+        self._queue_max = max(1, queue_max)
+        self._batch_max = max(1, batch_max)
+        self._flush_interval_s = max(0.001, flush_interval_s)
+        self._dq: collections.deque[UsageRecord] = collections.deque()
+        self._inflight = 0  # records taken off the deque by the writer and not yet committed
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._deadline = 0.0
+        self.dropped = 0
+        self.written = 0
+        self.write_errors = 0
+        self.store_up = True
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, queue_max: int = 10000, batch_max: int = 500, flush_interval_s: float = 0.5
+    ) -> Ledger:
+        return cls(
+            Database.from_url(url),
+            queue_max=queue_max,
+            batch_max=batch_max,
+            flush_interval_s=flush_interval_s,
+        )
+
+    # -- request path ------------------------------------------------------------------------------
+    def submit(self, rec: UsageRecord) -> None:
+        try:
+            dq = self._dq
+            if self._closed or len(dq) + self._inflight >= self._queue_max:
+                self.dropped += 1
+                return
+            dq.append(rec)
+            if len(dq) == self._batch_max:
+                self._wake.set()
+        except Exception:  # submit never fails a request
+            self.dropped += 1
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._dq) + self._inflight
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None or self._closed:
+            return
+        self._thread = threading.Thread(target=self._run, name="sluicegate-ledger", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write everything queued (giving up after timeout_s if the store stays down), then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._deadline = time.monotonic() + timeout_s
+        if self._thread is None:
+            self._run()  # never started: flush in the caller's thread
+        else:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout_s + 1.0)
+        lost = self.queue_depth
+        if lost:
+            log.error("ledger closed with records unwritten", lost=lost, store=self.db.display)
+
+    # -- writer thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        conn: Any = None
+        batch: list[UsageRecord] = []
+        failures = 0
+        dropped_reported = 0
+        last_drop_log = 0.0
+        while True:
+            stopping = self._stop.is_set() or self._closed
+            if not batch:
+                if not self._dq:
+                    if stopping:
+                        break
+                    self._wake.wait(self._flush_interval_s)
+                    self._wake.clear()
+                    continue
+                if not stopping and len(self._dq) < self._batch_max:
+                    # Let a batch build up for one interval (or until it is full).
+                    self._wake.wait(self._flush_interval_s)
+                    self._wake.clear()
+                batch = self._take()
+            try:
+                if conn is None:
+                    conn = self.db.connect()
+                    migrate(self.db, conn, COMPONENT, MIGRATIONS)
+                written = self._write_batch(conn, batch)
+            except Exception as exc:  # the store is down, locked, unreachable or not ready
+                conn = _close_quietly(conn)
+                failures += 1
+                self.write_errors += 1
+                if self.store_up:
+                    self.store_up = False
+                    log.error(
+                        "ledger store unavailable; keeping records queued and retrying",
+                        store=self.db.display,
+                        error=str(exc).strip()[:300],
+                        queued=self.queue_depth,
+                    )
+                if stopping and time.monotonic() >= self._deadline:
+                    break
+                delay = min(_BACKOFF_MAX_S, 0.05 * 2**failures)
+                if stopping:
+                    time.sleep(min(delay, max(0.0, self._deadline - time.monotonic())))
+                else:
+                    self._stop.wait(delay)
+                continue
+            if not self.store_up:
+                self.store_up = True
+                log.info("ledger store available again", store=self.db.display, queued=self.queue_depth)
+            failures = 0
+            self.written += written
+            self._inflight -= len(batch)
+            batch = []
+            now = time.monotonic()
+            if self.dropped != dropped_reported and now - last_drop_log >= _DROP_LOG_EVERY_S:
+                log.warning(
+                    "ledger queue full; records dropped",
+                    dropped_since_last_report=self.dropped - dropped_reported,
+                    dropped_total=self.dropped,
+                    queue_max=self._queue_max,
+                )
+                dropped_reported, last_drop_log = self.dropped, now
+        _close_quietly(conn)
+
+    def _take(self) -> list[UsageRecord]:
+        dq, out = self._dq, []
+        n = min(len(dq), self._batch_max)
+        self._inflight += n
+        for _ in range(n):
+            out.append(dq.popleft())
+        return out
+
+    def _insert_sql(self) -> str:
+        cols = ", ".join(["day", *(col for _, col in COLUMNS)])
+        marks = ", ".join("?" for _ in range(len(COLUMNS) + 1))
+        return self.db.sql(
+            f"INSERT INTO usage_records ({cols}) VALUES ({marks}) ON CONFLICT (request_id, ts) DO NOTHING"
+        )
+
+    def _write(self, conn: Any, batch: list[UsageRecord]) -> None:
+        rows = [_row(rec) for rec in batch]
+        sql = self._insert_sql()
+        if self.db.dialect == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        else:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+    def _write_batch(self, conn: Any, batch: list[UsageRecord]) -> int:
+        """Write the batch; if the store refuses a row, write the others one by one and drop it."""
+        try:
+            self._write(conn, batch)
+            return len(batch)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            first = exc
+        bad = 0
+        for rec in batch:
+            try:
+                self._write(conn, [rec])
+            except TRANSIENT_ERRORS:
+                raise  # retried whole; rows already written are skipped by ON CONFLICT
+            except Exception:
+                bad += 1
+        self.dropped += bad
+        log.error("ledger store rejected records; dropped them", dropped=bad, error=str(first).strip()[:300])
+        return len(batch) - bad
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _read_conn(self) -> Any:
+        conn = self.db.connect()
+        migrate(self.db, conn, COMPONENT, MIGRATIONS)
+        return conn
+
+    def query(
+        self,
+        by: str = "key",
+        since: float | None = None,
+        until: float | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens by kind and cost per value of `by` in [since, until)."""
+        col = BY_COLUMNS.get(by)
+        if col is None:
+            raise ValueError(f"unknown --by {by!r}; one of {', '.join(BY_COLUMNS)}")
+        where, params = _where(since, until, filters)
+        name = ", MAX(key_name)" if by == "key" else ""
+        sql = (
+            f"SELECT {col}{name}, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
+            " SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), SUM(cache_read_tokens),"
+            " SUM(cost_usd), SUM(upstream_cost_usd)"
+            f" FROM usage_records{where} GROUP BY {col}"
+            f" ORDER BY {'1' if by == 'day' else 'SUM(cost_usd) DESC, COUNT(*) DESC, 1'}"
+        )
+        conn = self._read_conn()
+        try:
+            rows = conn.execute(self.db.sql(sql), params).fetchall()
+        finally:
+            conn.close()
+        out = []
+        for row in rows:
+            vals = list(row)
+            item: dict[str, Any] = {by: vals.pop(0)}
+            if by == "key":
+                item["key_name"] = vals.pop(0)
+            requests, errors, inp, outp, cw, cr, cost, upstream = vals
+            item.update(
+                requests=int(requests),
+                errors=int(errors or 0),
+                input_tokens=int(inp or 0),
+                output_tokens=int(outp or 0),
+                cache_creation_tokens=int(cw or 0),
+                cache_read_tokens=int(cr or 0),
+                cost_usd=round(float(cost or 0.0), 10),
+                upstream_cost_usd=None if upstream is None else round(float(upstream), 10),
+            )
+            out.append(item)
+        return out
+
+    def records(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        filters: dict[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Individual records in [since, until), oldest first, with the UsageRecord field names."""
+        where, params = _where(since, until, filters)
+        cols = [col for _, col in COLUMNS]
+        sql = f"SELECT {', '.join(cols)} FROM usage_records{where} ORDER BY ts, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        conn = self._read_conn()
+        try:
+            rows = conn.execute(self.db.sql(sql), params).fetchall()
+        finally:
+            conn.close()
+        out = []
+        for row in rows:
+            item = {_FIELD_OF[c]: v for c, v in zip(cols, row, strict=True)}
+            item["stream"] = bool(item["stream"])
+            item["client_disconnected"] = bool(item["client_disconnected"])
+            out.append(item)
+        return out
+
+
+class NullLedger:
+    """`ledger: {enabled: false}`: the same interface, recording nothing."""
+
+    dropped = 0
+    written = 0
+    queue_depth = 0
+    write_errors = 0
+    store_up = True
+
+    def submit(self, rec: UsageRecord) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
+
+    def query(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return []
+
+    def records(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return []
+
+
+def _row(rec: UsageRecord) -> tuple[Any, ...]:
+    day = time.strftime("%Y-%m-%d", time.gmtime(rec.ts))
+    values = [getattr(rec, f) for f in _FIELDS]
+    return (day, *values)
+
+
+def _where(since: float | None, until: float | None, filters: dict[str, str] | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(float(since))
+    if until is not None:
+        clauses.append("ts < ?")
+        params.append(float(until))
+    for name, value in (filters or {}).items():
+        col = BY_COLUMNS.get(name)
+        if col is None:
+            raise ValueError(f"unknown filter {name!r}; one of {', '.join(BY_COLUMNS)}")
+        clauses.append(f"{col} = ?")
+        params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _close_quietly(conn: Any) -> Any:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return None

@@ -1,0 +1,173 @@
+"""The ledger on a real SQLite file and a real PostgreSQL: batching, the bounded queue, flushing
+on close, and a stopped PostgreSQL that never blocks submit()."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _services import pg_db_url, postgres_server, postgres_url  # noqa: F401
+
+from sluicegate.usage import Ledger, UsageRecord, cost_usd
+from sluicegate.usage.pricing import Price
+
+
+def rec(i: int, ts: float | None = None, **kw: object) -> UsageRecord:
+    base: dict[str, object] = dict(
+        ts=ts if ts is not None else time.time(),
+        request_id=f"req-{i}",
+        endpoint="messages",
+        key_id="k1",
+        key_name="alice-laptop",
+        user="alice",
+        project="payments",
+        env="dev",
+        group="sonnet",
+        target="anthropic/sonnet",
+        upstream_model="claude-sonnet-4-5",
+        requested_model="sonnet",
+        session_id="s1",
+        agent_id=None,
+        parent_agent_id=None,
+        status=200,
+        stream=True,
+        input_tokens=10,
+        output_tokens=20,
+    )
+    base.update(kw)
+    return UsageRecord(**base)  # type: ignore[arg-type]
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as c:
+        return int(c.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
+
+
+def test_sqlite_wal_batches_and_close_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    ledger = Ledger.from_url(f"sqlite:///{path}", batch_max=50, flush_interval_s=60)
+    ledger.start()
+    for i in range(120):
+        ledger.submit(rec(i))
+    # Two full batches are written at once (the writer is woken by a full batch), the rest waits
+    # for the interval...
+    deadline = time.monotonic() + 5
+    while ledger.written < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ledger.written == 100 and ledger.queue_depth == 20
+    # ... and a clean close writes what is left.
+    ledger.close()
+    assert ledger.written == 120 and ledger.queue_depth == 0 and ledger.dropped == 0
+    assert _count(path) == 120
+    with sqlite3.connect(path) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        versions = c.execute("SELECT component, version FROM sluicegate_migrations").fetchall()
+        assert ("usage", 1) in versions
+        plan = " ".join(
+            str(r) for r in c.execute("EXPLAIN QUERY PLAN SELECT * FROM usage_records WHERE key_id='k1' AND ts > 0")
+        )
+        assert "usage_records_key" in plan
+    ledger.submit(rec(999))  # after close: counted as dropped, never raises
+    assert ledger.dropped == 1
+
+
+def test_bounded_queue_drops_and_counts(tmp_path: Path) -> None:
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db", queue_max=100)
+    for i in range(150):  # writer not started: nothing drains
+        ledger.submit(rec(i))
+    assert ledger.queue_depth == 100 and ledger.dropped == 50
+    ledger.close()
+    assert ledger.written == 100 and _count(tmp_path / "u.db") == 100
+
+
+def test_every_field_round_trips(tmp_path: Path) -> None:
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db")
+    price = Price(3.0, 15.0, 3.75, 0.3)
+    r = rec(
+        1,
+        ts=1_800_000_000.5,
+        agent_id="a1",
+        parent_agent_id="a0",
+        status=499,
+        stream=True,
+        cache_creation_tokens=2000,
+        cache_read_tokens=50000,
+        image_count=2,
+        cost_usd=cost_usd(price, 10, 20, 2000, 50000),
+        upstream_cost_usd=0.5,
+        ttfb_ms=123.4,
+        duration_ms=4567.8,
+        error_type="client_disconnected",
+        client_disconnected=True,
+    )
+    ledger.submit(r)
+    ledger.close()
+    [row] = ledger.records()
+    assert row == {f: getattr(r, f) for f in r.__slots__}  # type: ignore[attr-defined]
+
+
+def test_postgres_down_does_not_block_submit_and_records_land_after(
+    pg_db_url: str,  # noqa: F811
+    postgres_server,  # noqa: F811
+) -> None:
+    ledger = Ledger.from_url(pg_db_url, batch_max=20, flush_interval_s=0.05)
+    ledger.start()
+    for i in range(10):
+        ledger.submit(rec(i))
+    deadline = time.monotonic() + 5
+    while ledger.written < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ledger.written == 10
+    with postgres_server.down():
+        worst = 0.0
+        for i in range(10, 210):
+            t0 = time.perf_counter()
+            ledger.submit(rec(i))
+            worst = max(worst, time.perf_counter() - t0)
+        assert worst < 0.005  # never waits on the store
+        time.sleep(0.5)
+        assert not ledger.store_up and ledger.write_errors >= 1
+        assert ledger.written == 10 and ledger.queue_depth == 200
+    # PostgreSQL is back: the queued records land without anyone asking.
+    deadline = time.monotonic() + 15
+    while ledger.written < 210 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ledger.written == 210 and ledger.dropped == 0 and ledger.store_up
+    ledger.close()
+    assert len(ledger.records()) == 210
+
+
+def test_close_under_concurrent_load_loses_nothing(pg_db_url: str) -> None:  # noqa: F811
+    ledger = Ledger.from_url(pg_db_url, queue_max=1_000_000, batch_max=500, flush_interval_s=0.02)
+    ledger.start()
+    stop = threading.Event()
+    submitted = [0, 0]
+
+    def producer(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            ledger.submit(rec(n * 1_000_000 + i))
+            i += 1
+            if i % 50 == 0:
+                time.sleep(0.001)
+        submitted[n] = i
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    ledger.close()
+    assert ledger.dropped == 0
+    assert ledger.written == sum(submitted)
+    assert len(ledger.records()) == sum(submitted)
+
+
+def test_bad_url_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Ledger.from_url("mysql://x")
