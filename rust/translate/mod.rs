@@ -31,3 +31,47 @@ pub trait StreamTranslator: Send {
     fn usage(&self) -> Usage;
     fn stop_reason(&self) -> Option<&str>;
 }
+
+mod count_tokens;
+mod error;
+mod ids;
+mod json_out;
+mod json_scan;
+mod options;
+pub mod py;
+mod request_to_anthropic;
+mod request_to_openai;
+mod response;
+mod stop;
+mod stream_to_anthropic;
+mod stream_to_openai;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+
+pub use count_tokens::estimate_tokens;
+pub use error::{anthropic_error_to_openai, openai_error_to_anthropic};
+pub use options::{Flavor, TranslateOptions};
+pub use request_to_anthropic::openai_request_to_anthropic;
+pub use request_to_openai::anthropic_request_to_openai;
+pub use response::{anthropic_response_to_openai, openai_response_to_anthropic, Translated};
+
+/// Mode number of the relay for an OpenAI-format upstream answering an Anthropic-format client.
+pub const OPENAI_TO_ANTHROPIC: u8 = 2;
+/// Mode number of the relay for an Anthropic-format upstream answering an OpenAI-format client.
+pub const ANTHROPIC_TO_OPENAI: u8 = 3;
+
+/// The translator for one streamed response, or `None` for a mode that does not translate.
+pub fn new_stream_translator(
+    mode: u8,
+    options: &TranslateOptions,
+) -> Option<Box<dyn StreamTranslator>> {
+    match mode {
+        OPENAI_TO_ANTHROPIC => Some(Box::new(stream_to_anthropic::OpenAiToAnthropic::new(
+            options,
+        ))),
+        ANTHROPIC_TO_OPENAI => Some(Box::new(stream_to_openai::AnthropicToOpenAi::new(options))),
+        _ => None,
+    }
+}

@@ -1,0 +1,130 @@
+//! Writing JSON text and SSE frames straight into an output buffer, without building values.
+
+use serde_json::Value;
+
+/// Appends `s` as a JSON string literal (quotes included), escaped as serde_json escapes.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends an optional string as a JSON string or `null`.
+pub(crate) fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Appends a non-negative integer in decimal.
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends a JSON value. Serializing a `Value` into a `Vec` cannot fail.
+pub(crate) fn push_value(out: &mut Vec<u8>, v: &Value) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A `Value` as JSON bytes.
+pub(crate) fn to_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    push_value(&mut out, v);
+    out
+}
+
+/// Starts an Anthropic-style SSE frame (`event: NAME\ndata: `); end it with [`end_frame`].
+pub(crate) fn begin_event(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+}
+
+/// Ends an SSE frame.
+pub(crate) fn end_frame(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\n\n");
+}
+
+/// One whole Anthropic-style SSE frame carrying a JSON value.
+pub(crate) fn event_value(out: &mut Vec<u8>, name: &str, v: &Value) {
+    begin_event(out, name);
+    push_value(out, v);
+    end_frame(out);
+}
+
+/// Seconds since the Unix epoch, for OpenAI's `created`.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_serde_json() {
+        for s in [
+            "plain",
+            "quote \" and \\ backslash",
+            "nl\ncr\rtab\t",
+            "\u{0}\u{1}\u{1f}\u{8}\u{c}",
+            "ünïcødé ✓ 🎉",
+            "",
+        ] {
+            let mut out = Vec::new();
+            push_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn writes_numbers() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+}
