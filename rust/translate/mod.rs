@@ -32,6 +32,7 @@ pub trait StreamTranslator: Send {
     fn stop_reason(&self) -> Option<&str>;
 }
 
+mod borrowed;
 mod count_tokens;
 mod error;
 mod ids;

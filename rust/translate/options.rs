@@ -87,6 +87,18 @@ impl Flavor {
         }
     }
 
+    /// Whether the server takes base64 images of this media type: Ollama's `/v1` layer
+    /// accepts only JPEG, PNG and WebP data URLs and fails the whole request otherwise.
+    pub(crate) fn accepts_image_type(self, media_type: &str) -> bool {
+        match self {
+            Flavor::Ollama => matches!(
+                media_type,
+                "image/jpeg" | "image/jpg" | "image/png" | "image/webp"
+            ),
+            _ => true,
+        }
+    }
+
     /// Whether the server takes sampling extensions beyond OpenAI's schema (`top_k`).
     pub(crate) fn accepts_top_k(self) -> bool {
         matches!(

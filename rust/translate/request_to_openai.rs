@@ -121,7 +121,7 @@ fn convert_message(
         .get("content")
         .ok_or_else(|| format!("messages.{i}.content: missing"))?;
     match role {
-        "user" => convert_user(content, i, out),
+        "user" => convert_user(content, i, opts, out),
         "assistant" => convert_assistant(content, i, opts, out),
         other => Err(format!(
             "messages.{i}.role: {other:?} is not \"user\" or \"assistant\""
@@ -168,8 +168,14 @@ impl Parts {
     }
 }
 
-/// An image block's URL for `image_url`: base64 data as a data URL, a URL as is.
-fn image_url(block: &Value, at: &str) -> Result<Option<String>, String> {
+/// An image block as `image_url` content: base64 data as a data URL, a URL as is.
+enum Image {
+    Url(String),
+    /// An image the server cannot take, with the text sent in its place.
+    Omitted(String),
+}
+
+fn image_url(block: &Value, at: &str, opts: &TranslateOptions) -> Result<Image, String> {
     let source = block
         .get("source")
         .ok_or_else(|| format!("{at}.source: missing"))?;
@@ -183,11 +189,21 @@ fn image_url(block: &Value, at: &str) -> Result<Option<String>, String> {
                 .get("data")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("{at}.source.data: missing"))?;
-            Ok(Some(format!("data:{media};base64,{data}")))
+            if !opts.flavor.accepts_image_type(media) {
+                return Ok(Image::Omitted(format!(
+                    "[image omitted: this server does not accept {media} images]"
+                )));
+            }
+            Ok(Image::Url(format!("data:{media};base64,{data}")))
         }
-        Some("url") => Ok(source.get("url").and_then(Value::as_str).map(str::to_owned)),
+        Some("url") => match source.get("url").and_then(Value::as_str) {
+            Some(url) => Ok(Image::Url(url.to_owned())),
+            None => Err(format!("{at}.source.url: missing")),
+        },
         // A Files API reference means nothing to another server.
-        _ => Ok(None),
+        _ => Ok(Image::Omitted(
+            "[image omitted: file references are not supported]".to_owned(),
+        )),
     }
 }
 
@@ -219,7 +235,12 @@ fn document_text(block: &Value) -> String {
     }
 }
 
-fn convert_user(content: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), String> {
+fn convert_user(
+    content: &Value,
+    i: usize,
+    opts: &TranslateOptions,
+    out: &mut Vec<Value>,
+) -> Result<(), String> {
     let blocks = match content {
         Value::String(s) => {
             out.push(json!({"role": "user", "content": s}));
@@ -241,12 +262,12 @@ fn convert_user(content: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), S
         let at = format!("messages.{i}.content.{j}");
         match b.get("type").and_then(Value::as_str) {
             Some("text") => rest.text(b.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("image") => match image_url(b, &at)? {
-                Some(url) => rest.image(url),
-                None => rest.text("[image omitted: file references are not supported]"),
+            Some("image") => match image_url(b, &at, opts)? {
+                Image::Url(url) => rest.image(url),
+                Image::Omitted(text) => rest.text(&text),
             },
             Some("document") => rest.text(&document_text(b)),
-            Some("tool_result") => out.push(tool_message(b, &at, &mut tool_images)?),
+            Some("tool_result") => out.push(tool_message(b, &at, opts, &mut tool_images)?),
             // search_result, container_upload, and blocks added later: nothing to send.
             _ => {}
         }
@@ -262,7 +283,12 @@ fn convert_user(content: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), S
 }
 
 /// A `tool_result` block as a `tool` message; its images are added to `images`.
-fn tool_message(block: &Value, at: &str, images: &mut Parts) -> Result<Value, String> {
+fn tool_message(
+    block: &Value,
+    at: &str,
+    opts: &TranslateOptions,
+    images: &mut Parts,
+) -> Result<Value, String> {
     let id = block
         .get("tool_use_id")
         .and_then(Value::as_str)
@@ -279,12 +305,13 @@ fn tool_message(block: &Value, at: &str, images: &mut Parts) -> Result<Value, St
                             texts.push(t.to_owned());
                         }
                     }
-                    Some("image") => {
-                        if let Some(url) = image_url(p, &format!("{at}.content.{k}"))? {
+                    Some("image") => match image_url(p, &format!("{at}.content.{k}"), opts)? {
+                        Image::Url(url) => {
                             image_count += 1;
                             images.image(url);
                         }
-                    }
+                        Image::Omitted(text) => texts.push(text),
+                    },
                     Some("document") => texts.push(document_text(p)),
                     _ => {}
                 }

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::borrowed::Text;
 use super::error::{message_of, status_of};
 use super::ids::{message_id, tool_use_id};
 use super::json_out::{begin_event, end_frame, event_value, push_str, push_u64};
@@ -36,7 +37,7 @@ use super::{SseEvent, StreamTranslator, Usage};
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(borrow, default)]
     choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
@@ -44,7 +45,7 @@ struct Chunk<'a> {
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    object: Option<Cow<'a, str>>,
+    object: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -54,7 +55,7 @@ struct Choice<'a> {
     #[serde(borrow, default)]
     delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
     /// vLLM: the stop string that matched (or a token id).
     #[serde(borrow, default)]
     stop_reason: Option<&'a RawValue>,
@@ -66,11 +67,11 @@ struct Choice<'a> {
 #[derive(Deserialize)]
 struct Delta<'a> {
     #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Text<'a>>,
     #[serde(borrow, default)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<Text<'a>>,
     #[serde(borrow, default)]
     tool_calls: Option<Vec<ToolCallDelta<'a>>>,
 }
@@ -80,7 +81,7 @@ struct ToolCallDelta<'a> {
     #[serde(default)]
     index: Option<u32>,
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(borrow, default)]
     function: Option<FunctionDelta<'a>>,
 }
@@ -88,7 +89,7 @@ struct ToolCallDelta<'a> {
 #[derive(Deserialize)]
 struct FunctionDelta<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     /// A string as the spec says; some servers send the arguments as an object.
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
@@ -502,7 +503,8 @@ impl OpenAiToAnthropic {
                         Some(raw) => {
                             let text = raw.get();
                             if text.starts_with('"') {
-                                serde_json::from_str::<Cow<'_, str>>(text)
+                                serde_json::from_str::<Text<'_>>(text)
+                                    .map(|t| t.0)
                                     .unwrap_or(Cow::Borrowed(""))
                             } else if text == "null" {
                                 Cow::Borrowed("")
@@ -516,7 +518,7 @@ impl OpenAiToAnthropic {
                 }
             }
             if let Some(reason) = choice.finish_reason {
-                self.finish_reason = Some(reason.into_owned());
+                self.finish_reason = Some(reason.0.into_owned());
                 let matched = [choice.stop_reason, choice.matched_stop]
                     .into_iter()
                     .flatten()

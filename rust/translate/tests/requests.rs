@@ -497,3 +497,31 @@ fn token_estimate() {
     assert!(n > 1600 && n < 1600 + body.len() as u64 / 3, "{n}");
     assert!(estimate_tokens(b"{}").is_err());
 }
+
+#[test]
+fn images_a_server_cannot_take_become_a_note() {
+    let gif = json!({"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": "R0lGOD"}});
+    let r = json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [gif.clone()]},
+            gif,
+            {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+        ]},
+    ]});
+    // Ollama's OpenAI layer fails the whole request on a GIF data URL.
+    let out = to_openai(&r, Flavor::Ollama, false);
+    assert_eq!(
+        out["messages"][1],
+        json!({"role": "tool", "tool_call_id": "t1", "content": "[image omitted: this server does not accept image/gif images]"})
+    );
+    assert_eq!(
+        out["messages"][2],
+        json!({"role": "user", "content": "[image omitted: this server does not accept image/gif images]\n\n[image omitted: file references are not supported]"})
+    );
+    let out = to_openai(&r, Flavor::Vllm, false);
+    assert_eq!(
+        out["messages"][2]["content"][0]["image_url"]["url"],
+        "data:image/gif;base64,R0lGOD"
+    );
+}
