@@ -1,8 +1,29 @@
 //! sluicegate's native hot path. Python decides; this crate moves bytes.
+//!
+//! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`) that
+//! `cargo test` exercises without Python; `request` and `exchange` are the thin PyO3 faces.
 use pyo3::prelude::*;
+
+pub mod exchange;
+pub mod headers;
+pub mod http1;
+pub mod json_scan;
+pub mod request;
+pub mod sse;
+pub mod tally;
+pub mod translate;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("RELAY_ANTHROPIC", exchange::RELAY_ANTHROPIC)?;
+    m.add("RELAY_OPENAI", exchange::RELAY_OPENAI)?;
+    m.add("OPENAI_TO_ANTHROPIC", exchange::OPENAI_TO_ANTHROPIC)?;
+    m.add("ANTHROPIC_TO_OPENAI", exchange::ANTHROPIC_TO_OPENAI)?;
+    m.add_class::<request::RequestInfo>()?;
+    m.add_class::<request::HeadTemplate>()?;
+    m.add_class::<exchange::Exchange>()?;
+    m.add_function(wrap_pyfunction!(request::inspect_request, m)?)?;
+    m.add_function(wrap_pyfunction!(request::replace_model, m)?)?;
     Ok(())
 }

@@ -1,0 +1,707 @@
+//! One validating pass over a request body, picking out what routing needs.
+//!
+//! A full parse would build a tree for a body that is forwarded byte for byte, so instead a
+//! hand-written scanner checks the JSON grammar (RFC 8259) and records the few facts the
+//! control plane asks for: the top-level `model` (and where its bytes are, so it can be
+//! swapped without re-serializing), `stream`, whether `tools` is non-empty, and how many image
+//! parts there are at any depth. String bodies, which are most of a coding agent's request,
+//! are skipped with `memchr`.
+
+use core::fmt;
+
+use memchr::memchr2;
+
+/// What `inspect_request` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The top-level `"model"` string, unescaped; `None` when absent or not a string.
+    pub model: Option<String>,
+    /// Byte range `[start, end)` of the model value including its quotes.
+    pub model_span: Option<(usize, usize)>,
+    /// Top-level `"stream"` is `true`.
+    pub stream: bool,
+    /// Objects anywhere with `"type": "image"` or `"type": "image_url"`.
+    pub image_count: u32,
+    /// Top-level `"tools"` is a non-empty array.
+    pub has_tools: bool,
+}
+
+/// Why a body was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanError {
+    /// Not JSON: `what` went wrong at byte `offset`.
+    Invalid { offset: usize, what: &'static str },
+    /// Valid JSON, but the top-level value is not an object.
+    NotObject,
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanError::Invalid { offset, what } => {
+                write!(f, "invalid JSON at byte {offset}: {what}")
+            }
+            ScanError::NotObject => f.write_str("request body must be a JSON object"),
+        }
+    }
+}
+
+/// A key whose value the scanner must look at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    None,
+    Model,
+    Stream,
+    Tools,
+    Type,
+}
+
+// Stack entries: what the open container is.
+const ARRAY: u8 = 0;
+const OBJECT: u8 = 1;
+const IMAGE_OBJECT: u8 = 2;
+
+/// Validates `body` as JSON and reports what routing needs from a request object.
+pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
+    if let Err(e) = core::str::from_utf8(body) {
+        return Err(invalid(e.valid_up_to(), "invalid UTF-8"));
+    }
+    let mut s = Scanner { b: body, pos: 0 };
+    let mut info = RequestInfo::default();
+    let mut stack: Vec<u8> = Vec::with_capacity(32);
+    let mut watch = Watch::None;
+    let mut top_is_object = false;
+
+    s.skip_ws();
+    if s.pos == body.len() {
+        return Err(invalid(0, "the body is empty"));
+    }
+    'value: loop {
+        // A value starts here; `watch` says whether its key is one we care about.
+        s.skip_ws();
+        let w = core::mem::replace(&mut watch, Watch::None);
+        // A repeated key replaces what an earlier one said (last wins, as JSON parsers do).
+        match w {
+            Watch::None => {}
+            Watch::Model => {
+                info.model = None;
+                info.model_span = None;
+            }
+            Watch::Stream => info.stream = false,
+            Watch::Tools => info.has_tools = false,
+            Watch::Type => {
+                if let Some(top) = stack.last_mut() {
+                    *top = OBJECT;
+                }
+            }
+        }
+        match s.peek() {
+            Some(b'{') => {
+                if stack.is_empty() {
+                    top_is_object = true;
+                }
+                s.pos += 1;
+                s.skip_ws();
+                if s.peek() == Some(b'}') {
+                    s.pos += 1;
+                } else {
+                    stack.push(OBJECT);
+                    watch = s.member_key(stack.len())?;
+                    continue 'value;
+                }
+            }
+            Some(b'[') => {
+                s.pos += 1;
+                s.skip_ws();
+                let empty = s.peek() == Some(b']');
+                if w == Watch::Tools {
+                    info.has_tools = !empty;
+                }
+                if empty {
+                    s.pos += 1;
+                } else {
+                    stack.push(ARRAY);
+                    continue 'value;
+                }
+            }
+            Some(b'"') => {
+                let start = s.pos;
+                let escaped = s.string()?;
+                match w {
+                    Watch::Model => {
+                        info.model = Some(unescape(&body[start + 1..s.pos - 1], escaped));
+                        info.model_span = Some((start, s.pos));
+                    }
+                    Watch::Type => {
+                        let raw = &body[start + 1..s.pos - 1];
+                        let is_image = if escaped {
+                            let v = unescape(raw, true);
+                            v == "image" || v == "image_url"
+                        } else {
+                            raw == b"image" || raw == b"image_url"
+                        };
+                        if let (true, Some(top)) = (is_image, stack.last_mut()) {
+                            *top = IMAGE_OBJECT;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(b't') => {
+                s.literal(b"true")?;
+                if w == Watch::Stream {
+                    info.stream = true;
+                }
+            }
+            Some(b'f') => s.literal(b"false")?,
+            Some(b'n') => s.literal(b"null")?,
+            Some(b'-' | b'0'..=b'9') => s.number()?,
+            Some(_) => return Err(invalid(s.pos, "expected a value")),
+            None => return Err(invalid(s.pos, "unexpected end of input, expected a value")),
+        }
+        // After a value: close containers or move to the next element.
+        loop {
+            let Some(&top) = stack.last() else {
+                break 'value;
+            };
+            s.skip_ws();
+            match (top, s.peek()) {
+                (ARRAY, Some(b',')) => {
+                    s.pos += 1;
+                    continue 'value;
+                }
+                (ARRAY, Some(b']')) => {
+                    s.pos += 1;
+                    stack.pop();
+                }
+                (ARRAY, Some(_)) => {
+                    return Err(invalid(s.pos, "expected ',' or ']' after an array element"))
+                }
+                (_, Some(b',')) => {
+                    s.pos += 1;
+                    watch = s.member_key(stack.len())?;
+                    continue 'value;
+                }
+                (_, Some(b'}')) => {
+                    s.pos += 1;
+                    if top == IMAGE_OBJECT {
+                        info.image_count += 1;
+                    }
+                    stack.pop();
+                }
+                (_, Some(_)) => {
+                    return Err(invalid(s.pos, "expected ',' or '}' after an object member"))
+                }
+                (_, None) => {
+                    return Err(invalid(s.pos, "unexpected end of input inside a container"))
+                }
+            }
+        }
+    }
+    s.skip_ws();
+    if s.pos != body.len() {
+        return Err(invalid(s.pos, "unexpected data after the top-level value"));
+    }
+    if !top_is_object {
+        return Err(ScanError::NotObject);
+    }
+    Ok(info)
+}
+
+fn invalid(offset: usize, what: &'static str) -> ScanError {
+    ScanError::Invalid { offset, what }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Reads `"key" :` at the start of an object member; returns what to watch for its value.
+    fn member_key(&mut self, depth: usize) -> Result<Watch, ScanError> {
+        self.skip_ws();
+        if self.peek() != Some(b'"') {
+            return Err(invalid(self.pos, "expected a string key"));
+        }
+        let start = self.pos + 1;
+        let escaped = self.string()?;
+        let raw = &self.b[start..self.pos - 1];
+        let watch = if raw.len() > 40 {
+            Watch::None
+        } else if escaped {
+            classify_key(unescape(raw, true).as_bytes(), depth)
+        } else {
+            classify_key(raw, depth)
+        };
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(invalid(self.pos, "expected ':' after an object key"));
+        }
+        self.pos += 1;
+        Ok(watch)
+    }
+
+    /// Skips a string starting at the opening quote; returns whether it has escapes.
+    fn string(&mut self) -> Result<bool, ScanError> {
+        let b = self.b;
+        let open = self.pos;
+        let mut i = open + 1;
+        let mut escaped = false;
+        loop {
+            // Short runs (keys, escape-dense text) are quickest byte by byte; long runs go to
+            // memchr, with control characters checked over the run afterwards.
+            let short_end = (i + 16).min(b.len());
+            while i < short_end && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+                i += 1;
+            }
+            let j = if i < short_end {
+                i
+            } else {
+                let Some(off) = memchr2(b'"', b'\\', &b[i..]) else {
+                    return Err(invalid(open, "unterminated string"));
+                };
+                check_control(&b[i..i + off], i)?;
+                i + off
+            };
+            match b[j] {
+                b'"' => {
+                    self.pos = j + 1;
+                    return Ok(escaped);
+                }
+                b'\\' => {}
+                _ => return Err(invalid(j, "control character in string")),
+            }
+            escaped = true;
+            match b.get(j + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i = j + 2,
+                Some(b'u') => {
+                    let hex = b.get(j + 2..j + 6);
+                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                        return Err(invalid(j, "invalid \\u escape in string"));
+                    }
+                    i = j + 6;
+                }
+                Some(_) => return Err(invalid(j, "invalid escape in string")),
+                None => return Err(invalid(open, "unterminated string")),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), ScanError> {
+        if self.b[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(invalid(self.pos, "expected a value"))
+        }
+    }
+
+    fn number(&mut self) -> Result<(), ScanError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(invalid(start, "invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return Err(invalid(start, "invalid number: expected a digit after '.'"));
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return Err(invalid(
+                    start,
+                    "invalid number: expected a digit in the exponent",
+                ));
+            }
+            self.digits();
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+}
+
+#[inline]
+fn classify_key(key: &[u8], depth: usize) -> Watch {
+    match key {
+        b"type" => Watch::Type,
+        b"model" if depth == 1 => Watch::Model,
+        b"stream" if depth == 1 => Watch::Stream,
+        b"tools" if depth == 1 => Watch::Tools,
+        _ => Watch::None,
+    }
+}
+
+/// Control characters (below U+0020) must be escaped inside JSON strings.
+#[inline]
+fn check_control(seg: &[u8], base: usize) -> Result<(), ScanError> {
+    // A branch-free minimum vectorizes; the position is only searched for on error.
+    if seg.iter().fold(0xff_u8, |m, &c| m.min(c)) >= 0x20 {
+        return Ok(());
+    }
+    let at = seg.iter().position(|&c| c < 0x20).unwrap_or(0);
+    Err(invalid(base + at, "control character in string"))
+}
+
+/// Decodes the inside of a JSON string the scanner already validated. Lone surrogates become
+/// U+FFFD.
+pub fn unescape(raw: &[u8], escaped: bool) -> String {
+    if !escaped {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(off) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.push_str(&String::from_utf8_lossy(&raw[i..]));
+            break;
+        };
+        out.push_str(&String::from_utf8_lossy(&raw[i..i + off]));
+        i += off;
+        let c = raw.get(i + 1).copied().unwrap_or(b'\\');
+        i += 2;
+        match c {
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hi = hex4(raw, i);
+                i += 4;
+                let ch = if (0xD800..0xDC00).contains(&hi) && raw.get(i..i + 2) == Some(b"\\u") {
+                    let lo = hex4(raw, i + 2);
+                    if (0xDC00..0xE000).contains(&lo) {
+                        i += 6;
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                    } else {
+                        None
+                    }
+                } else {
+                    char::from_u32(hi)
+                };
+                out.push(ch.unwrap_or('\u{FFFD}'));
+            }
+            other => out.push(char::from(other)),
+        }
+    }
+    out
+}
+
+fn hex4(raw: &[u8], at: usize) -> u32 {
+    let Some(h) = raw.get(at..at + 4) else {
+        return 0xFFFD;
+    };
+    h.iter().fold(0, |acc, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0,
+        };
+        (acc << 4) | u32::from(d)
+    })
+}
+
+/// `s` as a JSON string literal, quotes included; non-ASCII stays UTF-8.
+pub fn json_string(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    for &c in s.as_bytes() {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+    out
+}
+
+/// `body` with `body[start..end]` replaced by `model` as a JSON string.
+pub fn replace_model(
+    body: &[u8],
+    span: (usize, usize),
+    model: &str,
+) -> Result<Vec<u8>, &'static str> {
+    let (start, end) = span;
+    if start > end || end > body.len() {
+        return Err("span is outside the body");
+    }
+    let lit = json_string(model);
+    let mut out = Vec::with_capacity(body.len() - (end - start) + lit.len());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(&lit);
+    out.extend_from_slice(&body[end..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> RequestInfo {
+        inspect_request(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    fn bad(body: &[u8]) -> ScanError {
+        match inspect_request(body) {
+            Ok(i) => panic!("accepted {:?}: {i:?}", String::from_utf8_lossy(body)),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn picks_out_routing_facts() {
+        let body = r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,
+            "tools":[{"name":"Bash","input_schema":{"type":"object","properties":{"type":{"type":"string"}}}}],
+            "messages":[{"role":"user","content":[{"type":"text","text":"look"},
+              {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBOR"}},
+              {"type":"tool_result","tool_use_id":"t1","content":[{"type":"image","source":{"type":"url","url":"https://x/y.png"}},{"type":"text","text":"ok"}]}]}]}"#;
+        let info = ok(body);
+        assert_eq!(info.model.as_deref(), Some("claude-sonnet-4-5"));
+        let (a, b) = info.model_span.unwrap();
+        assert_eq!(&body[a..b], "\"claude-sonnet-4-5\"");
+        assert!(info.stream && info.has_tools);
+        assert_eq!(info.image_count, 2);
+    }
+
+    #[test]
+    fn openai_images_and_defaults() {
+        let info = ok(
+            r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAA"}},
+            {"type":"text","text":"{\"type\":\"image\"}"},{"image_url":{"url":"u"},"type":"image_url"}]}],
+            "model":"gpt-4o","stream":false,"tools":[]}"#,
+        );
+        assert_eq!(info.image_count, 2);
+        assert!(!info.stream && !info.has_tools);
+        assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+        let info = ok(r#"{"nested":{"model":"x","stream":true,"tools":[1]},"model":7}"#);
+        assert_eq!(info, RequestInfo::default());
+        let info = ok(r#"{"model":"a","model":null,"stream":true,"stream":"yes"}"#);
+        assert_eq!(info, RequestInfo::default(), "last key wins");
+        // A later non-image "type" overrides an earlier image one in the same object.
+        assert_eq!(
+            ok(r#"{"a":{"type":"image","type":"text"},"b":{"type":{"type":"image"}}}"#).image_count,
+            1
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_values() {
+        let body = r#"{"mod\u0065l":"caf\u00e9 \ud83d\ude00 \"q\" \\ \/ \b\f\n\r\t","c":[{"\u0074ype":"im\u0061ge"}]}"#;
+        let info = ok(body);
+        assert_eq!(
+            info.model.as_deref(),
+            Some("caf\u{e9} \u{1F600} \"q\" \\ / \u{8}\u{c}\n\r\t")
+        );
+        assert_eq!(info.image_count, 1);
+        assert_eq!(
+            ok(r#"{"model":"\ud800x"}"#).model.as_deref(),
+            Some("\u{FFFD}x")
+        );
+    }
+
+    #[test]
+    fn valid_corpus() {
+        for body in [
+            "{}",
+            " \t\r\n{ } \n",
+            r#"{"a":[]}"#,
+            r#"{"a":[[],[{}],{"b":[1,2,3]}]}"#,
+            r#"{"n":[0,-0,1,-1,0.5,-0.5e+10,1E5,1e-7,12345678901234567890123,3.0e0]}"#,
+            r#"{"t":true,"f":false,"z":null}"#,
+            r#"{"s":"\u0000\u001f\uFFFF\uD834\uDD1E","e":"","u":"日本語 ✓"}"#,
+            r#"{"":""}"#,
+        ] {
+            ok(body);
+        }
+    }
+
+    #[test]
+    fn invalid_corpus() {
+        for body in [
+            &b""[..],
+            b"   ",
+            b"{",
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"{\"a\":1,}",
+            b"{\"a\":[1,]}",
+            b"{\"a\":[1 2]}",
+            b"{,}",
+            b"{\"a\":1}}",
+            b"{\"a\":1} x",
+            b"{\"a\":1}{}",
+            b"{'a':1}",
+            b"{a:1}",
+            b"{\"a\":01}",
+            b"{\"a\":1.}",
+            b"{\"a\":.5}",
+            b"{\"a\":1e}",
+            b"{\"a\":1e+}",
+            b"{\"a\":-}",
+            b"{\"a\":+1}",
+            b"{\"a\":0x10}",
+            b"{\"a\":NaN}",
+            b"{\"a\":Infinity}",
+            b"{\"a\":tru}",
+            b"{\"a\":nul}",
+            b"{\"a\":True}",
+            b"{\"a\":\"x}",
+            b"{\"a\":\"\\x\"}",
+            b"{\"a\":\"\\u12G4\"}",
+            b"{\"a\":\"\\u12\"}",
+            b"{\"a\":\"tab\there\"}",
+            b"{\"a\":\"new\nline\"}",
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":\"\xe2\x82\"}",
+            b"{\"a\" 1}",
+            b"{\"a\":[}",
+            b"{\"a\":{]}",
+            b"\xEF\xBB\xBF{}",
+        ] {
+            assert!(
+                matches!(bad(body), ScanError::Invalid { .. }),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn messages_name_the_byte() {
+        assert_eq!(
+            bad(b"{\"a\":1,}").to_string(),
+            "invalid JSON at byte 7: expected a string key"
+        );
+        assert_eq!(
+            bad(b"{\"a\": [1, 2}").to_string(),
+            "invalid JSON at byte 11: expected ',' or ']' after an array element"
+        );
+        assert_eq!(
+            bad(b"{\"a\":1} x").to_string(),
+            "invalid JSON at byte 8: unexpected data after the top-level value"
+        );
+        for top in [
+            &b"[]"[..],
+            b"\"s\"",
+            b"1",
+            b"null",
+            b" [{\"model\":\"x\"}] ",
+        ] {
+            assert_eq!(bad(top), ScanError::NotObject);
+            assert_eq!(bad(top).to_string(), "request body must be a JSON object");
+        }
+        assert!(matches!(bad(b"[1,]"), ScanError::Invalid { .. }));
+    }
+
+    #[test]
+    fn deep_nesting_does_not_recurse() {
+        let mut s = String::from("{\"a\":");
+        s.push_str(&"[".repeat(100_000));
+        s.push_str(&"]".repeat(100_000));
+        s.push('}');
+        ok(&s);
+    }
+
+    /// Differential test against serde_json on random mutations of a valid body.
+    #[test]
+    fn agrees_with_serde_json_on_mutations() {
+        let base = br#"{"model":"m","x":[1,-2.5e3,true,false,null,"a\"b\\c\u00e9",{"type":"image"},{}],"y":{"z":[]}}"#;
+        let alphabet = b"{}[]:,\"\\ -+.0123456789eEtrufalsn\x01\tx";
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut b = base.to_vec();
+            for _ in 0..(next() % 3 + 1) {
+                let i = (next() % b.len() as u64) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => b[i] = c,
+                    1 => b.insert(i, c),
+                    _ => {
+                        b.remove(i);
+                    }
+                }
+            }
+            let ours = inspect_request(&b);
+            let theirs = serde_json::from_slice::<serde_json::Value>(&b);
+            match (&ours, &theirs) {
+                (Ok(_), Ok(v)) => assert!(v.is_object()),
+                (Err(ScanError::NotObject), Ok(v)) => assert!(!v.is_object()),
+                (Err(ScanError::Invalid { .. }), Err(_)) => {}
+                _ => panic!(
+                    "disagree on {:?}: ours {ours:?}, serde {theirs:?}",
+                    String::from_utf8_lossy(&b)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn replace_model_keeps_every_other_byte() {
+        let body = br#"{ "max_tokens": 5, "model" :  "claude-3-5-haiku-latest" , "messages": [] }"#;
+        let info = inspect_request(body).unwrap();
+        let span = info.model_span.unwrap();
+        let out = replace_model(body, span, "us.anthropic.claude-\"q\"\n\u{e9}").unwrap();
+        assert_eq!(&out[..span.0], &body[..span.0]);
+        assert_eq!(&out[out.len() - (body.len() - span.1)..], &body[span.1..]);
+        let again = inspect_request(&out).unwrap();
+        assert_eq!(
+            again.model.as_deref(),
+            Some("us.anthropic.claude-\"q\"\n\u{e9}")
+        );
+        assert_eq!(
+            &out[span.0..span.0 + again.model_span.unwrap().1 - again.model_span.unwrap().0],
+            "\"us.anthropic.claude-\\\"q\\\"\\n\u{e9}\"".as_bytes()
+        );
+        assert_eq!(json_string("\u{1}\u{1f}"), br#""\u0001\u001f""#);
+        assert!(replace_model(body, (5, 500), "x").is_err());
+        assert!(replace_model(body, (6, 5), "x").is_err());
+    }
+}
