@@ -47,7 +47,9 @@ def _wait_port(port: int, timeout: float, up: bool = True) -> None:
 
 
 def _missing(what: str) -> None:
-    pytest.fail(f"{what} is not installed: run `bash scripts/services.sh` (or `make services`)", pytrace=False)
+    pytest.fail(
+        f"{what} is not installed: run `bash scripts/services.sh` (or `make services`)", pytrace=False
+    )
 
 
 class RedisServer:
@@ -66,9 +68,20 @@ class RedisServer:
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-            ],  # fmt: skip
+                str(self.binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--daemonize",
+                "no",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -116,9 +129,17 @@ class PostgresServer:
         if self.as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
             "--no-instructions",
-        )  # fmt: skip
+        )
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(self.bin / tool), *args]
@@ -135,7 +156,19 @@ class PostgresServer:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "pg.log"), "-o", opts, "-w", "-t", "30", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "pg.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
         self.running = True
 
     def stop(self) -> None:

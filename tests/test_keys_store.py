@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _services import pg_db_url, postgres_server, postgres_url  # noqa: F401
-
+from _services import PostgresServer, pg_db_url, postgres_server, postgres_url  # noqa: F401
 from sluicegate.keys import KeyStore
 
 
@@ -33,7 +32,9 @@ def test_create_lookup_list(store_url: str) -> None:
     ks = KeyStore.from_url(store_url)
     ks.start(refresh_s=0.1)
     try:
-        entry, token = ks.create(user="alice", project="payments", env="dev", models=["sonnet", "haiku"], rpm=60)
+        entry, token = ks.create(
+            user="alice", project="payments", env="dev", models=["sonnet", "haiku"], rpm=60
+        )
         assert token.startswith(f"sgk_alice_payments_dev_{entry.key_id}_")
         assert entry.name == "alice-payments-dev"
         found = ks.lookup(token)
@@ -75,13 +76,18 @@ def test_revocation_and_rotation_reach_another_replica_within_refresh(store_url:
 
         entry_r, new_token = admin.rotate(entry_b.key_id)
         assert entry_r.key_id == entry_b.key_id and new_token != token_b
-        _wait_for(lambda: replica.lookup(token_b) is None and replica.lookup(new_token) is not None, timeout=2.0)
+        _wait_for(
+            lambda: replica.lookup(token_b) is None and replica.lookup(new_token) is not None, timeout=2.0
+        )
     finally:
         admin.close()
         replica.close()
 
 
-def test_lookup_keeps_last_keys_when_postgres_is_down(pg_db_url: str, postgres_server) -> None:  # noqa: F811
+def test_lookup_keeps_last_keys_when_postgres_is_down(
+    pg_db_url: str,  # noqa: F811
+    postgres_server: PostgresServer,  # noqa: F811
+) -> None:
     ks = KeyStore.from_url(pg_db_url)
     _, token = ks.create(user="dana")
     ks.start(refresh_s=0.05)

@@ -35,7 +35,9 @@ def test_rpm_sliding_window_and_accurate_retry_after() -> None:
     # The request of second 1000 leaves the window at 1060.
     assert abs(adm.retry_after_s - 30.0) < 1e-9
     assert adm.retry_after_header == "30"
-    assert adm.message == "Rate limit of 3 requests per minute exceeded for key alice-laptop; retry after 30 s"
+    assert (
+        adm.message == "Rate limit of 3 requests per minute exceeded for key alice-laptop; retry after 30 s"
+    )
     clock.t = 1059.99
     assert not lim.admit_now(scopes).ok
     clock.t = 1060.0

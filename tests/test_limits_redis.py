@@ -10,8 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
-from _services import redis_server, redis_url  # noqa: F401
-
+from _services import RedisServer, redis_server, redis_url  # noqa: F401
 from sluicegate.limits import LimitSpec, RedisLimiter
 from sluicegate.limits import from_config as limiter_from_config
 
@@ -41,7 +40,10 @@ def test_rpm_tpm_concurrency_budget_with_exact_retry_after(redis_url: str) -> No
         clock.t = 1_800_000_030.0
         adm = await lim.admit(rpm)
         assert not adm.ok and adm.reason == "rpm" and abs(adm.retry_after_s - 30.0) < 1e-3
-        assert adm.message == "Rate limit of 3 requests per minute exceeded for key alice-laptop; retry after 30 s"
+        assert (
+            adm.message
+            == "Rate limit of 3 requests per minute exceeded for key alice-laptop; retry after 30 s"
+        )
         clock.t = 1_800_000_059.99
         assert not (await lim.admit(rpm)).ok
         clock.t = 1_800_000_060.0
@@ -131,10 +133,12 @@ def test_two_processes_share_one_rpm_limit(redis_url: str) -> None:  # noqa: F81
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
-def test_redis_down_follows_policy(redis_server, policy: str) -> None:  # noqa: F811
+def test_redis_down_follows_policy(redis_server: RedisServer, policy: str) -> None:  # noqa: F811
     async def main() -> None:
         lim = limiter_from_config(
-            type("S", (), {"backend": redis_server.url, "on_backend_error": policy, "key_prefix": _prefix()})()
+            type(
+                "S", (), {"backend": redis_server.url, "on_backend_error": policy, "key_prefix": _prefix()}
+            )()
         )
         assert isinstance(lim, RedisLimiter)
         spec = [("key:k", LimitSpec(rpm=1000, max_concurrent=5))]

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _services import pg_db_url, postgres_server, postgres_url  # noqa: F401
-
+from _services import PostgresServer, pg_db_url, postgres_server, postgres_url  # noqa: F401
 from sluicegate.usage import Ledger, UsageRecord, cost_usd
 from sluicegate.usage.pricing import Price
 
@@ -67,7 +66,8 @@ def test_sqlite_wal_batches_and_close_flushes(tmp_path: Path) -> None:
         versions = c.execute("SELECT component, version FROM sluicegate_migrations").fetchall()
         assert ("usage", 1) in versions
         plan = " ".join(
-            str(r) for r in c.execute("EXPLAIN QUERY PLAN SELECT * FROM usage_records WHERE key_id='k1' AND ts > 0")
+            str(r)
+            for r in c.execute("EXPLAIN QUERY PLAN SELECT * FROM usage_records WHERE key_id='k1' AND ts > 0")
         )
         assert "usage_records_key" in plan
     ledger.submit(rec(999))  # after close: counted as dropped, never raises
@@ -106,12 +106,12 @@ def test_every_field_round_trips(tmp_path: Path) -> None:
     ledger.submit(r)
     ledger.close()
     [row] = ledger.records()
-    assert row == {f: getattr(r, f) for f in r.__slots__}  # type: ignore[attr-defined]
+    assert row == {f: getattr(r, f) for f in r.__slots__}
 
 
 def test_postgres_down_does_not_block_submit_and_records_land_after(
     pg_db_url: str,  # noqa: F811
-    postgres_server,  # noqa: F811
+    postgres_server: PostgresServer,  # noqa: F811
 ) -> None:
     ledger = Ledger.from_url(pg_db_url, batch_max=20, flush_interval_s=0.05)
     ledger.start()

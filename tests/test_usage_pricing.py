@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from sluicegate.usage import Price, cost_usd, normalize_openai
 
 SONNET = Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)
