@@ -68,13 +68,24 @@ def active(scopes: list[tuple[str, LimitSpec]]) -> list[tuple[str, LimitSpec]]:
     return [(s, spec) for s, spec in scopes if not spec.empty]
 
 
+_PERIOD_KEYS: dict[tuple[str, int], str] = {}
+
+
 def period_key(period: str, now: float) -> str:
-    t = time.gmtime(now)
-    return (
-        f"d{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-        if period == "day"
-        else f"m{t.tm_year:04d}-{t.tm_mon:02d}"
-    )
+    """`d2026-11-22` / `m2026-11` (UTC); cached per day, as it is on the request path."""
+    cache_key = (period, int(now // 86400))
+    key = _PERIOD_KEYS.get(cache_key)
+    if key is None:
+        t = time.gmtime(now)
+        key = (
+            f"d{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            if period == "day"
+            else f"m{t.tm_year:04d}-{t.tm_mon:02d}"
+        )
+        if len(_PERIOD_KEYS) > 64:
+            _PERIOD_KEYS.clear()
+        _PERIOD_KEYS[cache_key] = key
+    return key
 
 
 def period_end(period: str, now: float) -> float:
