@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-from sluicegate.metrics import Metrics
+from sluicegate.metrics import Metrics, scrape_allowed
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -82,3 +82,12 @@ def test_workers_publish_and_any_scrape_sums_them(tmp_path: Path) -> None:
     assert s["sluicegate_ledger_queue_depth"] == 5 and s["sluicegate_ledger_store_up"] == 0
     mine.publish()
     assert any(p.name.endswith(".json") and p.name != "999999.json" for p in shared.iterdir())
+
+
+def test_scrape_token() -> None:
+    assert scrape_allowed(None, None)
+    assert scrape_allowed("Bearer x", None)
+    assert scrape_allowed("Bearer s3cret", "s3cret")
+    assert not scrape_allowed(None, "s3cret")
+    assert not scrape_allowed("Bearer nope", "s3cret")
+    assert not scrape_allowed("Basic s3cret", "s3cret")

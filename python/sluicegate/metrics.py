@@ -9,6 +9,8 @@ each publishes its counters there every second and any worker's scrape answers t
 from __future__ import annotations
 
 import bisect
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Iterable
@@ -22,6 +24,18 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
 HEALTH_STATES = ("healthy", "open", "half_open")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def scrape_allowed(authorization: str | None, token: str | None) -> bool:
+    """`metrics.token` unset: open. Set: `Authorization: Bearer <token>`, compared in constant time."""
+    if not token:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(
+        hashlib.sha256(presented.strip().encode()).digest(), hashlib.sha256(token.encode()).digest()
+    )
 
 
 class Metrics:
