@@ -32,22 +32,15 @@ pub struct TranslatorSettings {
     pub include_usage: bool,
 }
 
-/// Builds the stream translator for a translation mode.
-///
-/// Translator hook: once `rust/translate/` provides `new_stream_translator` and
-/// `TranslateOptions::from_parts`, the body becomes these three lines:
-///
-/// ```ignore
-/// let opts = crate::translate::TranslateOptions::from_parts(&s.flavor, &s.model, s.include_usage)?;
-/// crate::translate::new_stream_translator(mode, &opts)
-///     .ok_or_else(|| "translation mode not available".to_owned())
-/// ```
+/// Builds the stream translator for a translation mode (`rust/translate/` owns translators).
 pub fn new_translator(
     mode: u8,
     s: &TranslatorSettings,
 ) -> Result<Box<dyn StreamTranslator>, String> {
-    let _ = (mode, s);
-    Err("translation mode not available".to_owned())
+    let opts =
+        crate::translate::TranslateOptions::from_parts(&s.flavor, &s.model, s.include_usage)?;
+    crate::translate::new_stream_translator(mode, &opts)
+        .ok_or_else(|| format!("mode {mode} does not translate"))
 }
 
 /// The upstream speaks Anthropic's format in these modes (OpenAI's otherwise).
@@ -650,6 +643,18 @@ mod tests {
         ex.feed(&resp[..resp.len() - 12]).unwrap();
         ex.eof();
         assert_eq!(ex.out(), b"data: CUT\n\n");
-        assert!(new_translator(OPENAI_TO_ANTHROPIC, &TranslatorSettings::default()).is_err());
+        let settings = TranslatorSettings {
+            flavor: "vllm".to_owned(),
+            model: "claude-x".to_owned(),
+            include_usage: true,
+        };
+        assert!(new_translator(OPENAI_TO_ANTHROPIC, &settings).is_ok());
+        assert!(new_translator(ANTHROPIC_TO_OPENAI, &settings).is_ok());
+        assert!(new_translator(RELAY_ANTHROPIC, &settings).is_err());
+        let bad = TranslatorSettings {
+            flavor: "nope".to_owned(),
+            ..settings
+        };
+        assert!(new_translator(OPENAI_TO_ANTHROPIC, &bad).is_err());
     }
 }

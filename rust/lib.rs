@@ -1,7 +1,7 @@
 //! sluicegate's native hot path. Python decides; this crate moves bytes.
 //!
 //! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`) that
-//! `cargo test` exercises without Python; `request` and `exchange` are the thin PyO3 faces.
+//! `cargo test` exercises without Python; `request` and `exchange` are the thin PyO3 faces (`translate::py` for the translators).
 use pyo3::prelude::*;
 
 pub mod exchange;
@@ -25,5 +25,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<exchange::Exchange>()?;
     m.add_function(wrap_pyfunction!(request::inspect_request, m)?)?;
     m.add_function(wrap_pyfunction!(request::replace_model, m)?)?;
+    translate::py::register(m)?;
     Ok(())
 }

@@ -425,3 +425,86 @@ def test_modes() -> None:
         _native.Exchange(9)
     with pytest.raises(ValueError):
         _native.Exchange(_native.OPENAI_TO_ANTHROPIC, {"no_such_option": 1})
+    with pytest.raises(ValueError):
+        _native.Exchange(_native.OPENAI_TO_ANTHROPIC, {"flavor": "no-such-server"})
+
+
+def parse_sse(data: bytes) -> list[tuple[str | None, str]]:
+    events = []
+    for block in data.decode().split("\n\n"):
+        if not block:
+            continue
+        name = None
+        lines = []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                lines.append(line[6:])
+        events.append((name, "\n".join(lines)))
+    return events
+
+
+def test_openai_upstream_translated_for_anthropic_client() -> None:
+    chunks = [
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": "qwen3",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        },
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}],
+        },
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        },
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 100,
+                "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 60},
+            },
+        },
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    response = chunked_response(body, 40)
+    options = {"model": "claude-local", "flavor": "vllm", "include_usage": True}
+    outputs = []
+    for piece in (1, 17, len(response)):
+        ex = _native.Exchange(_native.OPENAI_TO_ANTHROPIC, options)
+        out = b"".join(c for i in range(0, len(response), piece) if (c := ex.feed(response[i : i + piece])))
+        assert ex.done and not ex.truncated
+        assert ex.usage == (40, 5, 0, 60)
+        assert ex.stop_reason == "end_turn"
+        assert ex.event_count == 5
+        outputs.append(out)
+    assert outputs[0] == outputs[1] == outputs[2]
+    events = parse_sse(outputs[0])
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert json.loads(events[0][1])["message"]["model"] == "claude-local"
+    assert json.loads(events[2][1])["delta"] == {"type": "text_delta", "text": "Hello"}
+
+
+def test_translated_stream_cut_short_ends_with_error_event() -> None:
+    body = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    ex = _native.Exchange(_native.OPENAI_TO_ANTHROPIC, {"model": "m"})
+    first = ex.feed(chunked_response(body, 1000)[:-5])
+    assert first is not None and b"message_start" in first
+    tail = ex.eof()
+    assert ex.truncated and tail is not None
+    assert parse_sse(tail)[-1][0] == "error"

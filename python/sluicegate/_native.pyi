@@ -10,8 +10,16 @@ __all__ = [
     "Exchange",
     "HeadTemplate",
     "RequestInfo",
+    "StreamTranslator",
     "__version__",
+    "anthropic_error_to_openai",
+    "anthropic_request_to_openai",
+    "anthropic_response_to_openai",
+    "count_tokens_estimate",
     "inspect_request",
+    "openai_error_to_anthropic",
+    "openai_request_to_anthropic",
+    "openai_response_to_anthropic",
     "replace_model",
 ]
 
@@ -92,9 +100,11 @@ class HeadTemplate:
 class Exchange:
     """One upstream HTTP/1.1 response, fed bytes as they arrive from the socket.
 
-    Raises ValueError for an unknown mode, for an unknown key in translator_options (known:
-    flavor, model, include_usage), and, for modes 2 and 3, "translation mode not available"
-    while no translator is built in.
+    For modes 2 and 3 the upstream's events go through a StreamTranslator built from
+    translator_options {"model": name reported to the client, "flavor": vllm | ollama | llamacpp |
+    lmstudio | sglang | generic (default), "include_usage": bool (default False)}; usage and
+    stop_reason are then the translator's (client vocabulary). Raises ValueError for an unknown
+    mode, an unknown key in translator_options, or an unknown flavor.
     """
 
     def __new__(cls, mode: int, translator_options: dict[str, Any] | None = None) -> Exchange: ...
@@ -150,3 +160,93 @@ class Exchange:
     @property
     def error_event(self) -> bool:
         """An `event: error` (Anthropic) or a data object with top-level "error" (OpenAI) was seen."""
+
+# -- translators (rust/translate/py.rs) ---------------------------------------------------------
+# Usage tuples are (input, output, cache_creation, cache_read), Anthropic's breakdown:
+# `input` excludes cached tokens (OpenAI's prompt_tokens = input + cache_creation + cache_read).
+
+def anthropic_request_to_openai(body: bytes, model: str, flavor: str, include_usage: bool) -> bytes:
+    """An Anthropic Messages request body as an OpenAI Chat Completions body for a server of `flavor`
+    (vllm, ollama, llamacpp, lmstudio, sglang, generic), with `model` as the upstream model name.
+
+    Built field by field from what such servers accept: cache_control, context_management,
+    output_config, metadata, service_tier, container, mcp_servers, server tools (typed tools
+    without input_schema) and unknown fields are dropped. Tool results become `tool` messages;
+    images inside them follow in one user message. Earlier thinking goes back as the flavor's
+    reasoning field (vllm: reasoning and reasoning_content, ollama: reasoning, others:
+    reasoning_content). `thinking` maps to chat_template_kwargs.enable_thinking (vllm, sglang,
+    llamacpp), reasoning_effort "none" when disabled (ollama), reasoning_effort from an explicit
+    budget (generic), nothing (lmstudio). Base64 images Ollama rejects (anything but JPEG, PNG,
+    WebP) and Files API images become a short text note. stream_options.include_usage is added
+    when streaming and include_usage is true.
+
+    Raises ValueError (message suited to a 400) for invalid JSON, a missing messages array, an
+    unknown role or flavor, or a block missing a required field."""
+
+def openai_request_to_anthropic(body: bytes, model: str) -> bytes:
+    """An OpenAI Chat Completions request body as an Anthropic Messages body for upstream `model`.
+
+    system/developer messages form the system prompt; image_url parts become base64 or url image
+    blocks; tool_calls become tool_use blocks (arguments that are not a JSON object are kept as
+    {"_raw": "<arguments>"}); tool messages become tool_result blocks in one user turn; max_tokens
+    defaults to 4096; temperature is clamped to 0..1; reasoning_effort low/medium/high becomes a
+    thinking budget of 2048/8192/16384 (capped to 3/4 of max_tokens, dropped under 1024 or with a
+    forced tool). Previous reasoning text is not sent (Anthropic needs its own signatures).
+
+    Raises ValueError for invalid JSON, n > 1, function-role messages, audio or non-PDF file parts,
+    or image URLs that are neither data: nor http(s)."""
+
+def openai_response_to_anthropic(
+    body: bytes, model: str
+) -> tuple[bytes, tuple[int, int, int, int], str | None]:
+    """An OpenAI chat.completion body as an Anthropic message reporting `model`, with its usage and
+    Anthropic stop_reason. Raises ValueError when the body is not a completion (invalid JSON, an
+    error object, no choices)."""
+
+def anthropic_response_to_openai(
+    body: bytes, model: str
+) -> tuple[bytes, tuple[int, int, int, int], str | None]:
+    """An Anthropic message body as an OpenAI chat.completion reporting `model`, with its usage and
+    OpenAI finish_reason. Thinking is returned as message.reasoning_content. Raises ValueError when
+    the body is not a message."""
+
+def openai_error_to_anthropic(status: int, body: bytes) -> bytes:
+    """An OpenAI-compatible server's error body as {"type":"error","error":{"type","message"}}: the
+    type by status (400 invalid_request_error, 401 authentication_error, 402 billing_error,
+    403 permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error,
+    504 timeout_error, 529 overloaded_error, other 4xx invalid_request_error, other 5xx api_error),
+    the message verbatim from error.message, error (a string), message, detail, or the body text."""
+
+def anthropic_error_to_openai(status: int, body: bytes) -> bytes:
+    """An Anthropic error body as {"error":{"message","type","param":null,"code":null}}, the
+    Anthropic error type kept (by status when absent), the message verbatim."""
+
+def count_tokens_estimate(body: bytes) -> int:
+    """Estimated input tokens of a Messages/count_tokens request for targets with no counting
+    endpoint: text (system, messages, tool inputs and results, tool names, descriptions, schemas)
+    at one token per 3.5 UTF-8 bytes, 1600 per image, 3000 per document, 4 per message, 8 per tool.
+    Errs high rather than low. Raises ValueError for invalid JSON or a missing messages array."""
+
+@final
+class StreamTranslator:
+    """One streamed response's translator. mode 2 (OPENAI_TO_ANTHROPIC): OpenAI chunks in, Anthropic
+    events out; mode 3 (ANTHROPIC_TO_OPENAI): Anthropic events in, OpenAI chunks out. `model` is the
+    name reported to the client; `include_usage` (mode 3) sends the final usage chunk.
+
+    Raises ValueError for another mode or an unknown flavor."""
+
+    def __new__(cls, mode: int, model: str, flavor: str, include_usage: bool) -> StreamTranslator: ...
+    def feed_event(self, event: str | None, data: bytes) -> bytes:
+        """Translates one complete upstream SSE event (its event name, if any, and its data lines
+        joined by newlines); returns the client-facing SSE bytes, possibly empty."""
+    def finish(self, complete: bool) -> bytes:
+        """Ends the stream. complete=False (connection lost, timeout), or a body that ended before
+        the response did, gives an error event (Anthropic `event: error`, OpenAI `{"error": ...}`)
+        instead of a silent truncation. Nothing after the stream already ended."""
+    @property
+    def usage(self) -> tuple[int, int, int, int]:
+        """(input, output, cache_creation, cache_read) so far; input excludes cached tokens."""
+    @property
+    def stop_reason(self) -> str | None:
+        """The stop reason in the client's vocabulary (Anthropic stop_reason for mode 2, OpenAI
+        finish_reason for mode 3), once known."""
