@@ -162,7 +162,10 @@ class Gateway:
                 # An OpenAI-compatible upstream: translate both ways.
                 if endpoint == "count_tokens":
                     ctx.status = 200
-                    n = _native.count_tokens_estimate(body)
+                    try:
+                        n = _native.count_tokens_estimate(body)
+                    except ValueError as exc:
+                        raise GatewayError(400, f"invalid request body: {exc}") from None
                     proto.response_bytes(200, JSON_HEADERS, b'{"input_tokens":%d}' % n)
                     return None
                 try:

@@ -112,7 +112,7 @@ async def _mock(
     ctx.mark_first_byte()
     reply = MockReply(target.mock or {}, target.upstream_model or model)
     ctx.usage = (reply.input_tokens, reply.output_tokens, 0, 0)
-    ctx.stop_reason = "end_turn"
+    ctx.stop_reason = "stop"
     ctx.status = 200
     rid = [("x-sluicegate-request-id", ctx.request_id)]
     if not stream:

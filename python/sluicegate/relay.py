@@ -129,10 +129,12 @@ async def forward(
                 if ctx.client_disconnected:
                     break
                 ctx.error_type = f"stream_{exc.kind}"
-                try:
-                    await transport.send_bytes(stream_error_event(api, f"upstream {target.name}: {exc.message}"))
-                except Exception:
-                    ctx.client_disconnected = True
+                # A translating exchange has already emitted its own error event from eof().
+                if mode in (_native.RELAY_ANTHROPIC, _native.RELAY_OPENAI):
+                    try:
+                        await transport.send_bytes(stream_error_event(api, f"upstream {target.name}: {exc.message}"))
+                    except Exception:
+                        ctx.client_disconnected = True
                 break
             if data is None:
                 break

@@ -1,0 +1,433 @@
+"""The core gateway against a fake Anthropic upstream, through the official `anthropic` SDK
+and raw httpx: pass-through fidelity, streaming, errors, auth, models."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import pytest
+from conftest import GatewayProcess, anthropic_config
+from fakes import Close, FakeUpstream, RefusingPort, Send, Sleep, Status, StallsBeforeFirstByte
+from fakes import anthropic as fa
+
+UPSTREAM_KEY = "sk-upstream-SECRET-123"
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gw(up: FakeUpstream) -> Iterator[GatewayProcess]:
+    g = GatewayProcess(anthropic_config(up.base_url)).start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(up: FakeUpstream) -> None:
+    up.clear()
+    up.script(None)
+
+
+def client(gw: GatewayProcess, token: str = "sg-alice-token", **kw: object) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=token, max_retries=0, **kw)  # type: ignore[arg-type]
+
+
+def test_plain_message(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fa.message_response("plain answer", usage={"input_tokens": 11, "output_tokens": 3}))
+    msg = client(gw).messages.create(
+        model="big-coder", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert msg.content[0].text == "plain answer"  # type: ignore[union-attr]
+    (req,) = up.requests
+    assert req.json["model"] == "claude-sonnet-4-6"
+    assert req.header("x-api-key") == UPSTREAM_KEY
+    assert req.header("authorization") is None
+    assert req.path == "/v1/messages"
+
+
+def test_streaming_text_and_usage(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(
+        fa.sse_response(
+            fa.Text("streamed words arrive", pieces=5),
+            usage={"input_tokens": 21, "output_tokens": 7, "cache_read_input_tokens": 5},
+        )
+    )
+    with client(gw).messages.stream(
+        model="sonnet", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "streamed words arrive"
+    assert final.usage.output_tokens == 7
+    time.sleep(0.2)
+    rec = [r for r in gw.access_records() if r["model"] == "sonnet"][-1]
+    assert rec["input_tokens"] == 21 and rec["output_tokens"] == 7 and rec["cache_read_tokens"] == 5
+    assert rec["group"] == "big-coder" and rec["status"] == 200 and rec["stream"] is True
+
+
+def test_streaming_tool_use_reassembles_exactly(gw: GatewayProcess, up: FakeUpstream) -> None:
+    tool_input = {"command": 'ls -la /tmp && echo "ünïcödé ✓"', "nested": {"a": [1, 2.5, None, True]}}
+    up.enqueue(fa.sse_response([fa.Text("running", pieces=1), fa.ToolUse("Bash", tool_input, pieces=9)]))
+    with client(gw).messages.stream(
+        model="big-coder",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "run it"}],
+        tools=[{"name": "Bash", "input_schema": {"type": "object"}}],
+    ) as stream:
+        final = stream.get_final_message()
+    tool = [b for b in final.content if b.type == "tool_use"][0]
+    assert tool.input == tool_input  # type: ignore[union-attr]
+    assert final.stop_reason == "tool_use"
+
+
+def test_thinking_signature_intact(gw: GatewayProcess, up: FakeUpstream) -> None:
+    sig = "EqQBCkYIBxgCKkB+/=sig-that-must-not-change=="
+    up.enqueue(fa.sse_response([fa.Thinking("let me think", signature=sig, pieces=3), fa.Text("done")]))
+    with client(gw).messages.stream(
+        model="big-coder",
+        max_tokens=2000,
+        messages=[{"role": "user", "content": "q"}],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    ) as stream:
+        final = stream.get_final_message()
+    thinking = final.content[0]
+    assert thinking.type == "thinking"
+    assert thinking.signature == sig  # type: ignore[union-attr]
+    assert thinking.thinking == "let me think"  # type: ignore[union-attr]
+
+
+def test_body_and_headers_forwarded_byte_for_byte(gw: GatewayProcess, up: FakeUpstream) -> None:
+    # Field order, spacing, unknown fields and unicode escapes: everything but `model` unchanged.
+    body = (
+        b'{"max_tokens": 64,  "model":"sonnet","context_management":{"edits":[{"type":"clear_x"}]},'
+        b'"output_config":{"effort":"high"},"thinking":{"type":"adaptive"},"future_field_2027":[1,{"z":"\\u00e9"}],'
+        b'"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}'
+    )
+    beta = "made-up-flag-2099-01-01,context-management-2025-06-27,  interleaved-thinking-2025-05-14"
+    up.enqueue(fa.message_response("ok"))
+    r = httpx.post(
+        gw.url + "/v1/messages?beta=true",
+        content=body,
+        headers={
+            "x-api-key": "sg-alice-token",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": beta,
+            "anthropic-workspace-id": "wrkspc_123",
+            "anthropic-future-header": "Keep-Me",
+            "content-type": "application/json",
+        },
+    )
+    assert r.status_code == 200, r.text
+    (req,) = up.requests
+    assert req.body == body.replace(b'"model":"sonnet"', b'"model":"claude-sonnet-4-6"')
+    assert req.header("anthropic-beta") == beta
+    assert req.header("anthropic-workspace-id") == "wrkspc_123"
+    assert req.header("anthropic-future-header") == "Keep-Me"
+    assert req.header("anthropic-version") == "2023-06-01"
+    assert req.query == {"beta": ["true"]}
+    assert req.header("x-api-key") == UPSTREAM_KEY
+    assert "sg-alice-token" not in req.head.decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "etype", "headers"),
+    [
+        (400, "invalid_request_error", {}),
+        (401, "authentication_error", {}),
+        (429, "rate_limit_error", {"retry-after": "17"}),
+        (500, "api_error", {}),
+        (529, "overloaded_error", {}),
+    ],
+)
+def test_upstream_errors_pass_through_unmodified(
+    gw: GatewayProcess, up: FakeUpstream, status: int, etype: str, headers: dict[str, str]
+) -> None:
+    up.enqueue(fa.error_response(status, etype, f"upstream says {etype} ✗", headers))
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        json={"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-api-key": "sg-alice-token", "anthropic-version": "2023-06-01"},
+    )
+    assert r.status_code == status
+    assert r.json() == fa.error_json(etype, f"upstream says {etype} ✗")
+    for k, v in headers.items():
+        assert r.headers[k] == v
+
+
+def test_sdk_sees_upstream_overloaded(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fa.error_response(529, "overloaded_error", "Overloaded"))
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client(gw).messages.create(
+            model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert info.value.status_code == 529
+
+
+def test_both_auth_headers(gw: GatewayProcess, up: FakeUpstream) -> None:
+    for headers in ({"x-api-key": "sg-bob-token"}, {"authorization": "Bearer sg-bob-token"}):
+        up.enqueue(fa.message_response("ok"))
+        r = httpx.post(
+            gw.url + "/v1/messages",
+            json={"model": "other", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+            headers={**headers, "anthropic-version": "2023-06-01"},
+        )
+        assert r.status_code == 200, r.text
+    assert [req.json["model"] for req in up.requests] == ["claude-opus-4-7", "claude-opus-4-7"]
+    # auth_token in the SDK = Authorization: Bearer
+    up.enqueue(fa.message_response("ok"))
+    sdk = anthropic.Anthropic(base_url=gw.url, auth_token="sg-bob-token", max_retries=0)
+    sdk.messages.create(model="other", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+
+
+def _post(
+    gw: GatewayProcess, body: object, token: str | None = "sg-alice-token", **kw: object
+) -> httpx.Response:
+    headers = {"anthropic-version": "2023-06-01"}
+    if token:
+        headers["x-api-key"] = token
+    if isinstance(body, bytes):
+        return httpx.post(gw.url + "/v1/messages", content=body, headers=headers, **kw)  # type: ignore[arg-type]
+    return httpx.post(gw.url + "/v1/messages", json=body, headers=headers, **kw)  # type: ignore[arg-type]
+
+
+MSG = {"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+
+
+def _assert_anthropic_error(r: httpx.Response, status: int, etype: str) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == etype, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body
+
+
+def test_gateway_errors_in_anthropic_shape(gw: GatewayProcess, up: FakeUpstream) -> None:
+    _assert_anthropic_error(_post(gw, MSG, token=None), 401, "authentication_error")
+    _assert_anthropic_error(_post(gw, MSG, token="sg-wrong"), 401, "authentication_error")
+    _assert_anthropic_error(_post(gw, {**MSG, "model": "other"}), 403, "permission_error")
+    _assert_anthropic_error(_post(gw, {**MSG, "model": "gpt-4o"}), 404, "not_found_error")
+    _assert_anthropic_error(_post(gw, b'{"model": "big-coder", "messages": [}'), 400, "invalid_request_error")
+    _assert_anthropic_error(_post(gw, b"[1,2]"), 400, "invalid_request_error")
+    _assert_anthropic_error(_post(gw, {"max_tokens": 5, "messages": []}), 400, "invalid_request_error")
+    _assert_anthropic_error(_post(gw, {**MSG, "model": 42}), 400, "invalid_request_error")
+    r = httpx.get(gw.url + "/v1/nothing-here", headers={"x-api-key": "sg-alice-token"})
+    _assert_anthropic_error(r, 404, "not_found_error")
+    r = httpx.get(gw.url + "/v1/messages", headers={"x-api-key": "sg-alice-token"})
+    _assert_anthropic_error(r, 405, "invalid_request_error")
+    assert up.requests == []
+
+
+def test_body_over_limit_is_413(gw_factory_small: GatewayProcess) -> None:
+    big = (
+        b'{"model":"big-coder","max_tokens":5,"messages":[{"role":"user","content":"' + b"a" * 5000 + b'"}]}'
+    )
+    _assert_anthropic_error(_post(gw_factory_small, big), 413, "request_too_large")
+
+
+@pytest.fixture
+def gw_factory_small(up: FakeUpstream, gateway_factory: object) -> GatewayProcess:
+    cfg = anthropic_config(up.base_url, server={"max_body_bytes": 4096})
+    return gateway_factory(cfg)  # type: ignore[operator,no-any-return]
+
+
+def test_models_lists_only_the_keys_groups(gw: GatewayProcess) -> None:
+    r = httpx.get(
+        gw.url + "/v1/models?limit=1000", headers={"x-api-key": "sg-alice-token"}, follow_redirects=False
+    )
+    assert r.status_code == 200
+    body = r.json()
+    ids = [m["id"] for m in body["data"]]
+    assert sorted(ids) == ["big-coder", "claude-sonnet-4-6", "sonnet"]
+    assert all(m["type"] == "model" for m in body["data"])
+    assert body["has_more"] is False and body["first_id"] == ids[0] and body["last_id"] == ids[-1]
+    assert {m["display_name"] for m in body["data"] if m["id"] == "big-coder"} == {"Big coder"}
+    r = httpx.get(gw.url + "/v1/models", headers={"authorization": "Bearer sg-bob-token"})
+    assert "other" in [m["id"] for m in r.json()["data"]]
+    page = client(gw).models.list(limit=2)
+    assert len(page.data) == 2
+    r = httpx.get(gw.url + "/v1/models")
+    _assert_anthropic_error(r, 401, "authentication_error")
+
+
+def test_root_health_ready(gw: GatewayProcess) -> None:
+    assert httpx.head(gw.url + "/").status_code == 200
+    assert httpx.get(gw.url + "/").status_code == 200
+    assert httpx.get(gw.url + "/healthz").status_code == 200
+    assert httpx.get(gw.url + "/readyz").status_code == 200
+
+
+def test_count_tokens_forwarded(gw: GatewayProcess, up: FakeUpstream) -> None:
+    r = client(gw).messages.count_tokens(model="sonnet", messages=[{"role": "user", "content": "hello"}])
+    assert r.input_tokens > 0
+    (req,) = up.requests
+    assert req.path == "/v1/messages/count_tokens"
+    assert req.json["model"] == "claude-sonnet-4-6"
+
+
+def test_first_event_arrives_before_upstream_pause_ends(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fa.sse_response(fa.Text("a b", pieces=2), pauses={0: 2.0}))
+    t0 = time.monotonic()
+    first_at = None
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/messages",
+        json={**MSG, "stream": True},
+        headers={"x-api-key": "sg-alice-token", "anthropic-version": "2023-06-01"},
+        timeout=10,
+    ) as r:
+        assert r.status_code == 200
+        lines = []
+        for line in r.iter_lines():
+            if first_at is None and line.startswith("event: message_start"):
+                first_at = time.monotonic() - t0
+            lines.append(line)
+        total = time.monotonic() - t0
+    assert first_at is not None and first_at < 1.0, first_at
+    assert total >= 2.0
+    assert "event: message_stop" in lines
+
+
+def test_client_disconnect_closes_upstream(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fa.sse_response(fa.Text("a b c d", pieces=4), pauses={0: 30.0}))
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/messages",
+        json={**MSG, "stream": True},
+        headers={"x-api-key": "sg-alice-token", "anthropic-version": "2023-06-01"},
+        timeout=10,
+    ) as r:
+        next(r.iter_lines())
+        closed_at = time.monotonic()
+    gone_at = up.wait_for_disconnect(0, timeout=10)
+    assert gone_at - closed_at < 2.0
+    time.sleep(0.3)
+    rec = gw.access_records()[-1]
+    assert rec["client_disconnected"] is True
+
+
+def test_midstream_upstream_failure_becomes_error_event(gw: GatewayProcess, up: FakeUpstream) -> None:
+    frames = fa.sse_stream(fa.Text("partial answer", pieces=4))
+    up.enqueue([Status(200, fa.SSE_HEADERS), Send(frames[0]), Send(frames[1]), Send(frames[2]), Close()])
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/messages",
+        json={**MSG, "stream": True},
+        headers={"x-api-key": "sg-alice-token", "anthropic-version": "2023-06-01"},
+        timeout=10,
+    ) as r:
+        text = r.read().decode()
+    assert "event: error" in text
+    assert "event: message_stop" not in text
+    assert UPSTREAM_KEY not in text
+
+
+def test_sse_split_at_every_byte_still_relayed_whole(gw: GatewayProcess, up: FakeUpstream) -> None:
+    frames = b"".join(fa.sse_stream(fa.Text("héllo wörld ✓ split", pieces=6)))
+    up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(frames[i : i + 7]) for i in range(0, len(frames), 7)]])
+    with client(gw).messages.stream(
+        model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+    ) as s:
+        assert "".join(s.text_stream) == "héllo wörld ✓ split"
+
+
+def test_unreachable_and_stalled_upstreams(gateway_factory: object) -> None:
+    with RefusingPort() as port, StallsBeforeFirstByte(30) as stall:
+        cfg = anthropic_config(port.base_url)
+        cfg["providers"]["stall"] = {
+            "type": "anthropic",
+            "base_url": stall.base_url,
+            "api_key": "k",
+            "timeouts": {"connect_s": 2, "first_byte_s": 0.5, "idle_s": 1},
+        }
+        cfg["models"]["other"]["targets"] = [{"provider": "stall"}]
+        g = gateway_factory(cfg)  # type: ignore[operator]
+        r = _post(g, MSG)
+        body = _assert_anthropic_error(r, 502, "api_error")
+        assert "up/claude-sonnet-4-6" in body["error"]["message"]  # type: ignore[index]
+        assert UPSTREAM_KEY not in r.text
+        r = _post(g, {**MSG, "model": "other"}, token="sg-bob-token")
+        _assert_anthropic_error(r, 504, "api_error")
+        logs = g.logs()
+        assert UPSTREAM_KEY not in logs and "sg-alice-token" not in logs and "sg-bob-token" not in logs
+
+
+def test_logs_have_attribution_and_no_secrets_or_prompts(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fa.message_response("ok"))
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        json={**MSG, "messages": [{"role": "user", "content": "TOP-SECRET-PROMPT-TEXT"}]},
+        headers={
+            "x-api-key": "sg-alice-token",
+            "anthropic-version": "2023-06-01",
+            "x-claude-code-session-id": "sess-123",
+            "x-claude-code-agent-id": "agent-7",
+            "x-claude-code-parent-agent-id": "agent-1",
+        },
+    )
+    assert r.status_code == 200
+    time.sleep(0.2)
+    rec = gw.access_records()[-1]
+    assert (
+        rec["session_id"] == "sess-123"
+        and rec["agent_id"] == "agent-7"
+        and rec["parent_agent_id"] == "agent-1"
+    )
+    assert rec["key"] == "alice" and rec["group"] == "big-coder" and rec["target"] == "up/claude-sonnet-4-6"
+    assert rec["request_id"] and r.headers["x-sluicegate-request-id"] == rec["request_id"]
+    logs = gw.logs()
+    assert "TOP-SECRET-PROMPT-TEXT" not in logs
+    assert UPSTREAM_KEY not in logs and "sg-alice-token" not in logs
+
+
+def test_sighup_reload_during_open_stream(gateway_factory: object, up: FakeUpstream) -> None:
+    cfg = anthropic_config(up.base_url)
+    g: GatewayProcess = gateway_factory(cfg)  # type: ignore[operator]
+    up.enqueue(fa.sse_response(fa.Text("one two three four", pieces=4), pause=0.4))
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        with client(g).messages.stream(
+            model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        ) as s:
+            result["text"] = "".join(s.text_stream)
+
+    t = threading.Thread(target=run)
+    t.start()
+    up.wait_for_requests(1)
+    # New config: `big-coder` now sends a different upstream model name.
+    cfg["models"]["big-coder"]["targets"][0]["model"] = "claude-opus-4-7"
+    g.write_config(cfg)
+    import signal
+
+    g.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "snapshot reloaded" not in g.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "snapshot reloaded" in g.logs()
+    t.join(15)
+    assert result["text"] == "one two three four"
+    up.enqueue(fa.message_response("ok"))
+    client(g).messages.create(model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert up.requests[-1].json["model"] == "claude-opus-4-7"
+    # A broken config keeps the running one.
+    g.write_config("providers: {up: {type: antropic}}\nmodels: {}\n")
+    g.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload failed" not in g.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reload failed" in g.logs()
+    up.enqueue(fa.message_response("still ok"))
+    msg = client(g).messages.create(
+        model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+    )
+    assert msg.content[0].text == "still ok"  # type: ignore[union-attr]
+    assert json.dumps(up.requests[-1].json).count("claude-opus-4-7") == 1
