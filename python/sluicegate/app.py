@@ -24,6 +24,7 @@ from .providers.mock import MockReply
 from .relay import forward, forward_with_failover
 from .routing import attempt_order, eligible_targets
 from .snapshot import KeyInfo, Snapshot, Target
+from .services import Services
 from .state import GatewayState
 from .translation import openai_body_to_anthropic
 
@@ -34,10 +35,14 @@ _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cac
 class Gateway:
     def __init__(self, state: GatewayState | None = None) -> None:
         self.state = state or GatewayState()
+        self.services: Services | None = None
 
     # -- lifecycle (Granian calls these in each worker) -------------------------------------------
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.state.load()
+        snap = self.state.load()
+        from .services import Services
+
+        self.services = Services(snap)
         try:
             loop.add_signal_handler(signal.SIGHUP, self.state.reload)
         except (NotImplementedError, RuntimeError, ValueError):
@@ -46,7 +51,10 @@ class Gateway:
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         from .upstream import close_all
 
+        self.state.draining = True
         close_all()
+        if self.services is not None:
+            loop.run_until_complete(self.services.close())
 
     # -- dispatch ----------------------------------------------------------------------------------
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
@@ -65,7 +73,7 @@ class Gateway:
                 return await chat_completions(self, scope, proto)
             return self._error(proto, "openai", GatewayError(405, f"method {method} not allowed on {path}"))
         if path == "/v1/models":
-            return self.models(scope, proto)
+            return await self.models(scope, proto)
         if path == "/":
             if method == "HEAD":
                 return proto.response_empty(200, _TEXT)
@@ -75,6 +83,12 @@ class Gateway:
         if path == "/readyz":
             ready = self.state.snapshot is not None and not self.state.draining
             return proto.response_bytes(200 if ready else 503, _TEXT, b"ready\n" if ready else b"not ready\n")
+        services = self.services
+        if services is not None:
+            if path == services.metrics_section.path and services.metrics_enabled:
+                return self.metrics(scope, proto, services)
+            if path.startswith("/admin/") or path == "/admin":
+                return await self.admin(scope, proto, services)
         api = "openai" if path.startswith("/v1/chat") or path.startswith("/v1/completions") else "anthropic"
         return self._error(proto, api, GatewayError(404, f"no route for {method} {path}", "not_found_error"))
 
@@ -97,10 +111,8 @@ class Gateway:
             key = snap.keys_by_hash.get(hashlib.sha256(token.encode()).hexdigest())
             if key is not None:
                 return key
-            for hook in self.state.hooks:
-                lookup = getattr(hook, "lookup_key", None)
-                if lookup is not None and (key := lookup(token)) is not None:
-                    return key
+            if self.services is not None and (key := self.services.lookup_key(token)) is not None:
+                return key
         raise GatewayError(401, "invalid API key")
 
     async def read_body(self, scope: Any, proto: Any, snap: Snapshot) -> bytes:
@@ -144,6 +156,8 @@ class Gateway:
                 raise GatewayError(403, f"this key may not use model group '{gname}'", "permission_error")
             group = snap.groups[gname]
             targets = attempt_order(group, eligible_targets(group, info.image_count, info.has_tools))
+            if self.services is not None:
+                await self.services.admit(ctx, key, gname)
             qs = scope.query_string
             path = upstream_path + "?" + qs if qs else upstream_path
             client_headers = headers.items()
@@ -194,7 +208,7 @@ class Gateway:
                 ctx.error_type = "internal_error"
                 proto.response_bytes(500, JSON_HEADERS, anthropic_error(500, "internal gateway error", "api_error"))
         finally:
-            self.finish(ctx, snap)
+            await self.finish(ctx, snap)
 
     async def mock_answer(
         self, ctx: RequestContext, proto: Any, target: Target, model: str, body: bytes, endpoint: str, stream: bool
@@ -222,7 +236,7 @@ class Gateway:
             ctx.error_type = "client_disconnected"
 
     # -- /v1/models --------------------------------------------------------------------------------
-    def models(self, scope: Any, proto: Any) -> None:
+    async def models(self, scope: Any, proto: Any) -> None:
         ctx = RequestContext("models")
         snap = self.state.snapshot
         try:
@@ -246,15 +260,13 @@ class Gateway:
             ctx.error_type = exc.kind
             self._error(proto, "anthropic", exc)
         finally:
-            self.finish(ctx, snap)
+            await self.finish(ctx, snap)
 
     # -- end of request: one log line, one usage record ----------------------------------------
-    def finish(self, ctx: RequestContext, snap: Snapshot | None) -> None:
+    async def finish(self, ctx: RequestContext, snap: Snapshot | None) -> None:
         duration = time.perf_counter() - ctx.t0
-        for hook in self.state.hooks:
-            done = getattr(hook, "request_done", None)
-            if done is not None:
-                done(ctx, duration)
+        if self.services is not None:
+            await self.services.request_done(ctx, duration)
         if snap is not None and not snap.server["access_log"]:
             return
         key = ctx.key
@@ -287,6 +299,30 @@ class Gateway:
             "attempts": ctx.attempts,
         }
         log.write_access(orjson.dumps(line) + b"\n")
+
+
+    # -- /metrics and /admin/ ------------------------------------------------------------------------
+    @staticmethod
+    def metrics(scope: Any, proto: Any, services: Services) -> None:
+        from .health import all_health
+        from .metrics import scrape_allowed
+
+        if not scrape_allowed(scope.headers.get("authorization"), services.metrics_section.token):
+            proto.response_bytes(401, _TEXT, b"metrics: missing or invalid token\n")
+            return
+        for name, h in all_health().items():
+            services.metrics.target_health(name, h.state)
+        proto.response_bytes(200, [("content-type", "text/plain; version=0.0.4")], services.metrics.render())
+
+    @staticmethod
+    async def admin(scope: Any, proto: Any, services: Services) -> None:
+        from .admin import AdminContext, admin_token_sha256, handle_admin
+
+        body = await proto() if scope.method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        actx = AdminContext(admin_token_sha256(services.admin_token), services.keystore, services.ledger)
+        headers = {k.lower(): v for k, v in scope.headers.items()}
+        status, hdrs, out = await handle_admin(scope.method, scope.path, scope.query_string, headers, body, actx)
+        proto.response_bytes(status, hdrs, out)
 
 
 app = Gateway()

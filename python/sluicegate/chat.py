@@ -65,6 +65,8 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
             raise GatewayError(403, f"this key may not use model group '{gname}'")
         group = snap.groups[gname]
         targets = attempt_order(group, eligible_targets(group, info.image_count, info.has_tools))
+        if gw.services is not None:
+            await gw.services.admit(ctx, key, gname)
         client_headers = headers.items()
         include_usage = info.stream and _include_usage(body)
 
@@ -103,7 +105,7 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
             ctx.error_type = "internal_error"
             proto.response_bytes(500, JSON_HEADERS, openai_error(500, "internal gateway error", "api_error"))
     finally:
-        gw.finish(ctx, snap)
+        await gw.finish(ctx, snap)
 
 
 async def _mock(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .compile import compile_file, dump_snapshot, load_snapshot
-from .config import ConfigError
+from .config import ConfigError, ConfigIssue
 
 
 def _env(name: str, default: Any) -> Any:
@@ -44,7 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         # Check everything in the main process first, so a bad config fails here, once, clearly.
         compiled = compile_file(config) if config else load_snapshot(Path(snapshot).read_bytes())
-        Snapshot(compiled)
+        from .services import check_sections
+
+        check_sections(Snapshot(compiled))
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 1
@@ -95,12 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]")
     p.set_defaults(func=cmd_serve)
 
+    from .cli_ops import register
+
+    register(sub, load_config_for_cli)
+
     p = sub.add_parser("mock-upstream", help="a standalone fast fake Anthropic upstream (demos, load tests)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9999)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_mock_upstream)
     return parser
+
+
+def load_config_for_cli(path: str) -> Any:
+    """The validated config with `${VAR}` references resolved from this environment."""
+    from .config import read_document, validate_document
+    from .config._env import MissingEnv, resolve_tree
+
+    doc = read_document(path)
+    try:
+        doc.data = resolve_tree(doc.data)
+    except MissingEnv as exc:
+        raise ConfigError([ConfigIssue("<env>", str(exc))], path) from None
+    return validate_document(doc)
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:

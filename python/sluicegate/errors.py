@@ -10,6 +10,7 @@ JSON_HEADERS = [("content-type", "application/json")]
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
@@ -25,6 +26,7 @@ ANTHROPIC_TYPES = {
 OPENAI_TYPES = {
     400: ("invalid_request_error", None),
     401: ("authentication_error", "invalid_api_key"),
+    402: ("insufficient_quota", "insufficient_quota"),
     403: ("permission_error", "model_not_allowed"),
     404: ("not_found_error", "model_not_found"),
     405: ("invalid_request_error", None),

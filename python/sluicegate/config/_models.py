@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .ops_sections import OpsSections
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,7 +116,10 @@ class Server(_Strict):
     drain_s: float = Field(30.0, ge=0)
 
 
-class RawConfig(_Strict):
+class RawConfig(OpsSections):
+    """The whole file. Operational sections (ledger, keystore, limits, admin, metrics) come
+    from `ops_sections`."""
+
     providers: dict[str, Provider] = Field(min_length=1)
     models: dict[str, Group] = Field(min_length=1)
     keys: list[Key] = Field(default_factory=list)

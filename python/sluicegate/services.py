@@ -1,0 +1,214 @@
+"""Per-worker accounting services: key store, limiter, usage ledger and metrics.
+
+Created in each Granian worker after it forks (threads and sockets do not survive a fork)
+and closed when it stops. The request path touches them only through cheap calls: a dict
+look-up for store keys, one limiter admit/settle when a limit applies, and a non-blocking
+queue put for the usage record.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any
+
+from . import log
+from .config.ops_sections import (
+    AdminSection,
+    KeystoreSection,
+    LedgerSection,
+    LimitsSection,
+    MetricsSection,
+    keystore_url,
+    ledger_url,
+    state_dir,
+)
+from .context import RequestContext
+from .errors import GatewayError
+from .limits import Limiter, LimitSpec
+from .metrics import Metrics
+from .snapshot import KeyInfo, Snapshot
+from .usage.ledger import Ledger, NullLedger
+from .usage.pricing import Price, cost_usd
+from .usage.record import UsageRecord
+
+
+class StoreKeyInfo(KeyInfo):
+    """A key from the key store; its `models` may hold `*` patterns over group names."""
+
+    __slots__ = ("patterns",)
+
+    def __init__(self, entry: Any) -> None:
+        models = tuple(entry.models)
+        exact = None if "*" in models else frozenset(m for m in models if "*" not in m)
+        super().__init__(
+            key_id=entry.key_id,
+            name=entry.name,
+            user=entry.user,
+            project=entry.project,
+            env=entry.env,
+            allowed=exact,
+            rpm=entry.rpm,
+            tpm=entry.tpm,
+            max_concurrent=entry.max_concurrent,
+            budget_usd=entry.budget_usd,
+            budget_period=entry.budget_period,
+        )
+        self.patterns = tuple(m for m in models if "*" in m and m != "*")
+
+    def may_use(self, group: str) -> bool:
+        if self.allowed is None or group in self.allowed:
+            return True
+        return any(fnmatch.fnmatchcase(group, p) for p in self.patterns)
+
+
+def _section(model: type, data: Any) -> Any:
+    return model.model_validate(data) if data is not None else None
+
+
+def check_sections(snap: Snapshot) -> None:
+    """Validate the operational sections as resolved from the environment (raises ValueError)."""
+    ops = snap.ops
+    for name, model in (
+        ("ledger", LedgerSection),
+        ("keystore", KeystoreSection),
+        ("limits", LimitsSection),
+        ("metrics", MetricsSection),
+        ("admin", AdminSection),
+    ):
+        try:
+            _section(model, ops.get(name))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+
+
+class Services:
+    def __init__(self, snap: Snapshot) -> None:
+        ops = snap.ops
+        self.ledger_section: LedgerSection | None = _section(LedgerSection, ops.get("ledger"))
+        self.keystore_section: KeystoreSection | None = _section(KeystoreSection, ops.get("keystore"))
+        self.limits_section: LimitsSection | None = _section(LimitsSection, ops.get("limits"))
+        self.metrics_section: MetricsSection = _section(MetricsSection, ops.get("metrics")) or MetricsSection()
+        admin: AdminSection | None = _section(AdminSection, ops.get("admin"))
+        self.admin_token = admin.token if admin else None
+        self._key_cache: dict[str, tuple[Any, StoreKeyInfo]] = {}
+
+        state_dir().mkdir(parents=True, exist_ok=True)
+        ls = self.ledger_section
+        if ls is not None and not ls.enabled:
+            self.ledger: Any = NullLedger()
+        else:
+            kw = {}
+            if ls is not None:
+                kw = {"queue_max": ls.queue_max, "batch_max": ls.batch_max, "flush_interval_s": ls.flush_interval_s}
+            self.ledger = Ledger.from_url(ledger_url(ls), **kw)
+        self.ledger.start()
+        from .keys import KeyStore
+
+        self.keystore = KeyStore.from_url(keystore_url(self.keystore_section))
+        self.keystore.start(self.keystore_section.refresh_s if self.keystore_section else 2.0)
+        self.limiter = Limiter.from_config(self.limits_section)
+        self.metrics_enabled = self.metrics_section.enabled
+        self.metrics = Metrics(shared_dir=state_dir() / "metrics")
+        self.metrics.watch(ledger=self.ledger, limiter=self.limiter, keystore=self.keystore)
+        if self.metrics_enabled:
+            self.metrics.start_publishing()
+
+    # -- keys --------------------------------------------------------------------------------------
+    def lookup_key(self, token: str) -> KeyInfo | None:
+        entry = self.keystore.lookup(token)
+        if entry is None:
+            return None
+        cached = self._key_cache.get(entry.key_id)
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        info = StoreKeyInfo(entry)
+        if len(self._key_cache) > 100_000:
+            self._key_cache.clear()
+        self._key_cache[entry.key_id] = (entry, info)
+        return info
+
+    # -- limits ------------------------------------------------------------------------------------
+    async def admit(self, ctx: RequestContext, key: KeyInfo, group: str) -> None:
+        """Raise the API's rate-limit / budget error when a limit says no; else remember the admission."""
+        scopes: list[tuple[str, LimitSpec]] = []
+        kspec = LimitSpec.of(key, label=f"key {key.name}")
+        if not kspec.empty:
+            scopes.append(("key:" + key.key_id, kspec))
+        ls = self.limits_section
+        if ls is not None:
+            if key.project and (p := ls.projects.get(key.project)) is not None:
+                scopes.append(("project:" + key.project, LimitSpec.of(p, label=f"project {key.project}")))
+            if (g := ls.groups.get(group)) is not None:
+                scopes.append(("group:" + group, LimitSpec.of(g, label=f"model group {group}")))
+        if not scopes:
+            return
+        adm = await self.limiter.admit(scopes)
+        self.metrics.limiter_decision(adm.reason if not adm.ok else ("degraded" if adm.degraded else None))
+        if adm.ok:
+            ctx.limit_admission = adm
+            return
+        if adm.reason == "budget":
+            raise GatewayError(402, adm.message, "billing_error")
+        if adm.reason == "limits_unavailable":
+            raise GatewayError(503, adm.message, "api_error", [("retry-after", adm.retry_after_header)])
+        raise GatewayError(429, adm.message, "rate_limit_error", [("retry-after", adm.retry_after_header)])
+
+    # -- end of request ----------------------------------------------------------------------------
+    async def request_done(self, ctx: RequestContext, duration_s: float) -> None:
+        u = ctx.usage
+        price = ctx.price
+        cost = cost_usd(Price(**price), u[0], u[1], u[2], u[3]) if price else 0.0
+        adm = ctx.limit_admission
+        if adm is not None:
+            try:
+                await self.limiter.settle(adm, u[0] + u[1], cost)
+            except Exception as exc:  # never fail a finished request over accounting
+                log.warning("limiter settle failed", error=type(exc).__name__)
+        if self.metrics_enabled:
+            self.metrics.request_done(ctx.group, ctx.target, ctx.status, ctx.ttfb, duration_s, u, cost, ctx.error_type)
+        key = ctx.key
+        self.ledger.submit(
+            UsageRecord(
+                ts=ctx.ts,
+                request_id=ctx.request_id,
+                endpoint=ctx.endpoint,
+                key_id=key.key_id if key else None,
+                key_name=key.name if key else None,
+                user=key.user if key else None,
+                project=key.project if key else None,
+                env=key.env if key else None,
+                group=ctx.group,
+                target=ctx.target,
+                upstream_model=ctx.upstream_model,
+                requested_model=ctx.requested_model,
+                session_id=ctx.session_id,
+                agent_id=ctx.agent_id,
+                parent_agent_id=ctx.parent_agent_id,
+                status=ctx.status,
+                stream=ctx.stream,
+                input_tokens=u[0],
+                output_tokens=u[1],
+                cache_creation_tokens=u[2],
+                cache_read_tokens=u[3],
+                image_count=ctx.image_count,
+                cost_usd=cost,
+                upstream_cost_usd=None,
+                ttfb_ms=ctx.ttfb * 1000 if ctx.ttfb is not None else None,
+                duration_ms=duration_s * 1000,
+                error_type=ctx.error_type,
+                client_disconnected=ctx.client_disconnected,
+            )
+        )
+
+    async def close(self) -> None:
+        started = time.monotonic()
+        try:
+            await self.limiter.aclose()
+        except Exception:
+            pass
+        self.ledger.close()
+        self.keystore.close()
+        self.metrics.close()
+        log.info("accounting closed", ledger_written=getattr(self.ledger, "written", None),
+                 ledger_dropped=getattr(self.ledger, "dropped", None), seconds=round(time.monotonic() - started, 3))
