@@ -19,6 +19,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Real Redis and PostgreSQL servers (started on first use) for every test module.
+pytest_plugins = ("_services",)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 from conftest import GatewayProcess, anthropic_config
-from fakes import Close, FakeUpstream, RefusingPort, Send, Sleep, Status, StallsBeforeFirstByte
+from fakes import Close, FakeUpstream, RefusingPort, Send, StallsBeforeFirstByte, Status
 from fakes import anthropic as fa
 
 UPSTREAM_KEY = "sk-upstream-SECRET-123"
@@ -84,7 +84,7 @@ def test_streaming_tool_use_reassembles_exactly(gw: GatewayProcess, up: FakeUpst
         tools=[{"name": "Bash", "input_schema": {"type": "object"}}],
     ) as stream:
         final = stream.get_final_message()
-    tool = [b for b in final.content if b.type == "tool_use"][0]
+    tool = next(b for b in final.content if b.type == "tool_use")
     assert tool.input == tool_input  # type: ignore[union-attr]
     assert final.stop_reason == "tool_use"
 

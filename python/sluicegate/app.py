@@ -8,6 +8,7 @@ model, and then the upstream exchange whose bytes are handled natively.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import time
@@ -23,8 +24,8 @@ from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
 from .providers.mock import MockReply
 from .relay import forward, forward_with_failover
 from .routing import attempt_order, eligible_targets
-from .snapshot import KeyInfo, Snapshot, Target
 from .services import Services
+from .snapshot import KeyInfo, Snapshot, Target
 from .state import GatewayState
 from .translation import openai_body_to_anthropic
 
@@ -43,10 +44,8 @@ class Gateway:
         from .services import Services
 
         self.services = Services(snap)
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.state.reload)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         from .upstream import close_all
@@ -63,11 +62,15 @@ class Gateway:
         if path == "/v1/messages":
             if method == "POST":
                 return await self.messages(scope, proto, "messages", "/v1/messages")
-            return self._error(proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}"))
+            return self._error(
+                proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}")
+            )
         if path == "/v1/messages/count_tokens":
             if method == "POST":
                 return await self.messages(scope, proto, "count_tokens", "/v1/messages/count_tokens")
-            return self._error(proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}"))
+            return self._error(
+                proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}")
+            )
         if path == "/v1/chat/completions":
             if method == "POST":
                 return await chat_completions(self, scope, proto)
@@ -106,7 +109,9 @@ class Gateway:
         if auth and auth[:7].lower() == "bearer ":
             tokens.append(auth[7:].strip())
         if not tokens:
-            raise GatewayError(401, "missing API key: send it in the x-api-key header or as Authorization: Bearer")
+            raise GatewayError(
+                401, "missing API key: send it in the x-api-key header or as Authorization: Bearer"
+            )
         for token in tokens:
             key = snap.keys_by_hash.get(hashlib.sha256(token.encode()).hexdigest())
             if key is not None:
@@ -170,8 +175,15 @@ class Gateway:
                     if target.upstream_model is not None and info.model_span is not None:
                         out = _native.replace_model(body, info.model_span, target.upstream_model)
                     return await forward(
-                        ctx, proto, target, path, client_headers, out,
-                        mode=_native.RELAY_ANTHROPIC, api="anthropic", may_retry=may_retry,
+                        ctx,
+                        proto,
+                        target,
+                        path,
+                        client_headers,
+                        out,
+                        mode=_native.RELAY_ANTHROPIC,
+                        api="anthropic",
+                        may_retry=may_retry,
                     )
                 # An OpenAI-compatible upstream: translate both ways.
                 if endpoint == "count_tokens":
@@ -187,12 +199,25 @@ class Gateway:
                         body, target.upstream_model or model, target.flavor or "generic", target.include_usage
                     )
                 except ValueError as exc:
-                    raise GatewayError(400, f"request cannot be translated for {target.name}: {exc}") from None
+                    raise GatewayError(
+                        400, f"request cannot be translated for {target.name}: {exc}"
+                    ) from None
                 return await forward(
-                    ctx, proto, target, "/chat/completions", client_headers, out,
-                    mode=_native.OPENAI_TO_ANTHROPIC, api="anthropic", may_retry=may_retry,
+                    ctx,
+                    proto,
+                    target,
+                    "/chat/completions",
+                    client_headers,
+                    out,
+                    mode=_native.OPENAI_TO_ANTHROPIC,
+                    api="anthropic",
+                    may_retry=may_retry,
                     forward_client_headers=False,
-                    options={"model": model, "flavor": target.flavor or "generic", "include_usage": target.include_usage},
+                    options={
+                        "model": model,
+                        "flavor": target.flavor or "generic",
+                        "include_usage": target.include_usage,
+                    },
                     transform_body=openai_body_to_anthropic(model),
                 )
 
@@ -202,16 +227,27 @@ class Gateway:
             ctx.error_type = exc.kind
             self._error(proto, "anthropic", exc)
         except Exception as exc:  # never a traceback to the client
-            log.error("internal error", request_id=ctx.request_id, error=type(exc).__name__, detail=str(exc)[:300])
+            log.error(
+                "internal error", request_id=ctx.request_id, error=type(exc).__name__, detail=str(exc)[:300]
+            )
             if ctx.status == 0:
                 ctx.status = 500
                 ctx.error_type = "internal_error"
-                proto.response_bytes(500, JSON_HEADERS, anthropic_error(500, "internal gateway error", "api_error"))
+                proto.response_bytes(
+                    500, JSON_HEADERS, anthropic_error(500, "internal gateway error", "api_error")
+                )
         finally:
             await self.finish(ctx, snap)
 
     async def mock_answer(
-        self, ctx: RequestContext, proto: Any, target: Target, model: str, body: bytes, endpoint: str, stream: bool
+        self,
+        ctx: RequestContext,
+        proto: Any,
+        target: Target,
+        model: str,
+        body: bytes,
+        endpoint: str,
+        stream: bool,
     ) -> None:
         ctx.mark_first_byte()
         if endpoint == "count_tokens":
@@ -300,7 +336,6 @@ class Gateway:
         }
         log.write_access(orjson.dumps(line) + b"\n")
 
-
     # -- /metrics and /admin/ ------------------------------------------------------------------------
     @staticmethod
     def metrics(scope: Any, proto: Any, services: Services) -> None:
@@ -321,7 +356,9 @@ class Gateway:
         body = await proto() if scope.method in ("POST", "PUT", "PATCH", "DELETE") else b""
         actx = AdminContext(admin_token_sha256(services.admin_token), services.keystore, services.ledger)
         headers = {k.lower(): v for k, v in scope.headers.items()}
-        status, hdrs, out = await handle_admin(scope.method, scope.path, scope.query_string, headers, body, actx)
+        status, hdrs, out = await handle_admin(
+            scope.method, scope.path, scope.query_string, headers, body, actx
+        )
         proto.response_bytes(status, hdrs, out)
 
 

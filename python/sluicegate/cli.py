@@ -27,7 +27,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     data = dump_snapshot(compiled)
     if args.output:
         Path(args.output).write_bytes(data)
-        print(f"{args.config}: ok, snapshot {compiled['hash'][:16]} written to {args.output}", file=sys.stderr)
+        print(
+            f"{args.config}: ok, snapshot {compiled['hash'][:16]} written to {args.output}", file=sys.stderr
+        )
     else:
         print(f"{args.config}: ok, snapshot {compiled['hash'][:16]}", file=sys.stderr)
     return 0
@@ -72,7 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sluicegate", description="A fast, faithful LLM gateway for coding agents.")
+    parser = argparse.ArgumentParser(
+        prog="sluicegate", description="A fast, faithful LLM gateway for coding agents."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile-config", help="validate a config file and write its compiled snapshot")
@@ -81,12 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("serve", help="serve the gateway")
-    p.add_argument("--config", default=_env("SLUICEGATE_CONFIG", None), help="YAML config [SLUICEGATE_CONFIG]")
-    p.add_argument("--snapshot", default=_env("SLUICEGATE_SNAPSHOT", None), help="compiled snapshot [SLUICEGATE_SNAPSHOT]")
-    p.add_argument("--host", default=_env("SLUICEGATE_HOST", "127.0.0.1"), help="bind address [SLUICEGATE_HOST]")
-    p.add_argument("--port", type=int, default=int(_env("SLUICEGATE_PORT", 8080)), help="port [SLUICEGATE_PORT]")
     p.add_argument(
-        "--workers", type=int, default=int(_env("SLUICEGATE_WORKERS", 1)), help="worker processes [SLUICEGATE_WORKERS]"
+        "--config", default=_env("SLUICEGATE_CONFIG", None), help="YAML config [SLUICEGATE_CONFIG]"
+    )
+    p.add_argument(
+        "--snapshot",
+        default=_env("SLUICEGATE_SNAPSHOT", None),
+        help="compiled snapshot [SLUICEGATE_SNAPSHOT]",
+    )
+    p.add_argument(
+        "--host", default=_env("SLUICEGATE_HOST", "127.0.0.1"), help="bind address [SLUICEGATE_HOST]"
+    )
+    p.add_argument(
+        "--port", type=int, default=int(_env("SLUICEGATE_PORT", 8080)), help="port [SLUICEGATE_PORT]"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("SLUICEGATE_WORKERS", 1)),
+        help="worker processes [SLUICEGATE_WORKERS]",
     )
     p.add_argument(
         "--drain-s",
@@ -94,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(_env("SLUICEGATE_DRAIN_S", 30)),
         help="on SIGTERM, let streams finish for up to this many seconds [SLUICEGATE_DRAIN_S]",
     )
-    p.add_argument("--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]")
+    p.add_argument(
+        "--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]"
+    )
     p.set_defaults(func=cmd_serve)
 
     from .cli_ops import register

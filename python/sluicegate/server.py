@@ -30,6 +30,7 @@ class ServeOptions:
 class _GatewayServer(Server):  # type: ignore[misc,valid-type]
     def _reload(self, spawn_target: Any, target_loader: Any) -> None:
         self.reload_signal = False
+        self.main_loop_interrupt.clear()
         pids = [w._id() for w in self.wrks]
         log.info("SIGHUP: asking workers to reload the config", workers=pids)
         for pid in pids:

@@ -8,6 +8,7 @@ queue put for the usage record.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import time
 from typing import Any
@@ -88,7 +89,9 @@ class Services:
         self.ledger_section: LedgerSection | None = _section(LedgerSection, ops.get("ledger"))
         self.keystore_section: KeystoreSection | None = _section(KeystoreSection, ops.get("keystore"))
         self.limits_section: LimitsSection | None = _section(LimitsSection, ops.get("limits"))
-        self.metrics_section: MetricsSection = _section(MetricsSection, ops.get("metrics")) or MetricsSection()
+        self.metrics_section: MetricsSection = (
+            _section(MetricsSection, ops.get("metrics")) or MetricsSection()
+        )
         admin: AdminSection | None = _section(AdminSection, ops.get("admin"))
         self.admin_token = admin.token if admin else None
         self._key_cache: dict[str, tuple[Any, StoreKeyInfo]] = {}
@@ -100,7 +103,11 @@ class Services:
         else:
             kw = {}
             if ls is not None:
-                kw = {"queue_max": ls.queue_max, "batch_max": ls.batch_max, "flush_interval_s": ls.flush_interval_s}
+                kw = {
+                    "queue_max": ls.queue_max,
+                    "batch_max": ls.batch_max,
+                    "flush_interval_s": ls.flush_interval_s,
+                }
             self.ledger = Ledger.from_url(ledger_url(ls), **kw)
         self.ledger.start()
         from .keys import KeyStore
@@ -166,7 +173,9 @@ class Services:
             except Exception as exc:  # never fail a finished request over accounting
                 log.warning("limiter settle failed", error=type(exc).__name__)
         if self.metrics_enabled:
-            self.metrics.request_done(ctx.group, ctx.target, ctx.status, ctx.ttfb, duration_s, u, cost, ctx.error_type)
+            self.metrics.request_done(
+                ctx.group, ctx.target, ctx.status, ctx.ttfb, duration_s, u, cost, ctx.error_type
+            )
         key = ctx.key
         self.ledger.submit(
             UsageRecord(
@@ -203,12 +212,14 @@ class Services:
 
     async def close(self) -> None:
         started = time.monotonic()
-        try:
+        with contextlib.suppress(Exception):
             await self.limiter.aclose()
-        except Exception:
-            pass
         self.ledger.close()
         self.keystore.close()
         self.metrics.close()
-        log.info("accounting closed", ledger_written=getattr(self.ledger, "written", None),
-                 ledger_dropped=getattr(self.ledger, "dropped", None), seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "accounting closed",
+            ledger_written=getattr(self.ledger, "written", None),
+            ledger_dropped=getattr(self.ledger, "dropped", None),
+            seconds=round(time.monotonic() - started, 3),
+        )

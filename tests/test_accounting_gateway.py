@@ -1,0 +1,365 @@
+"""Keys, limits, budgets and the usage ledger through real gateway processes: the CLI's keys,
+Redis shared by two gateways, a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from conftest import GatewayProcess, anthropic_config
+from fakes import FakeUpstream
+from fakes import anthropic as fa
+from fakes import openai as fo
+
+PRICE = {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30}
+MSG = {"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(up: FakeUpstream) -> None:
+    up.clear()
+    up.script(None)
+
+
+def priced_config(base_url: str, **extra: Any) -> dict[str, Any]:
+    cfg = anthropic_config(base_url, **extra)
+    for group in cfg["models"].values():
+        for t in group["targets"]:
+            t["price"] = PRICE
+    return cfg
+
+
+def post(gw: GatewayProcess, token: str, body: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+    return httpx.post(
+        gw.url + "/v1/messages",
+        json=body or MSG,
+        headers={"x-api-key": token, "anthropic-version": "2023-06-01", **kw.pop("headers", {})},
+        timeout=10,
+        **kw,
+    )
+
+
+def cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluicegate.cli", *args, "--config", str(gw.config_path)],
+        capture_output=True,
+        text=True,
+        env=gw.env,
+        timeout=60,
+    )
+
+
+def ledger_rows(gw: GatewayProcess) -> list[dict[str, Any]]:
+    db = Path(gw.env["SLUICEGATE_STATE_DIR"]) / "usage.db"
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM usage_records ORDER BY ts, id")]
+    finally:
+        conn.close()
+
+
+def wait_rows(gw: GatewayProcess, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        try:
+            rows = ledger_rows(gw)
+        except sqlite3.OperationalError:
+            rows = []
+        if len(rows) >= n:
+            return rows
+        time.sleep(0.1)
+    return rows
+
+
+def test_cli_key_works_and_revocation_takes_effect(up: FakeUpstream, gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(priced_config(up.base_url, keystore={"refresh_s": 0.5}))
+    made = cli(
+        gw,
+        "keys",
+        "create",
+        "--user",
+        "carol",
+        "--project",
+        "payments",
+        "--env",
+        "dev",
+        "--models",
+        "big-coder",
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("sgk_carol_payments_dev_")
+    listed = orjson.loads(cli(gw, "keys", "list", "--json").stdout)
+    key_id = listed[0]["key_id"]
+    assert token not in orjson.dumps(listed).decode()
+    deadline = time.monotonic() + 5
+    while post(gw, token).status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert post(gw, token).status_code == 200
+    assert post(gw, token, {**MSG, "model": "other"}).status_code == 403
+    revoked = cli(gw, "keys", "revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+    t0 = time.monotonic()
+    while post(gw, token).status_code == 200 and time.monotonic() - t0 < 10:
+        time.sleep(0.2)
+    assert time.monotonic() - t0 < 5, "revocation took longer than a few seconds"
+    r = post(gw, token)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    rows = wait_rows(gw, 3)
+    assert any(
+        row["key_id"] == key_id and row["user_name"] == "carol" and row["project"] == "payments"
+        for row in rows
+    )
+    assert token not in gw.logs()
+
+
+def test_rpm_with_accurate_retry_after(up: FakeUpstream, gateway_factory: Any) -> None:
+    cfg = priced_config(up.base_url)
+    cfg["keys"][0]["rpm"] = 3
+    gw: GatewayProcess = gateway_factory(cfg)
+    statuses = [post(gw, "sg-alice-token").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    t_refused = time.time()
+    r = post(gw, "sg-alice-token")
+    assert r.status_code == 429
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "rate_limit_error"
+    retry_after = int(r.headers["retry-after"])
+    assert 50 <= retry_after <= 61
+    assert len(up.requests) == 3  # the refused request never reached the upstream
+    rows = wait_rows(gw, 4)
+    assert [row["status"] for row in rows] == [200, 200, 200, 429]
+    assert rows[-1]["error_type"] == "rate_limit_error"
+    assert abs(rows[-1]["ts"] - t_refused) < 5
+
+
+def test_tpm_settles_from_real_usage(up: FakeUpstream, gateway_factory: Any) -> None:
+    cfg = priced_config(up.base_url)
+    cfg["keys"][0]["tpm"] = 1000
+    gw: GatewayProcess = gateway_factory(cfg)
+    up.enqueue(fa.message_response("big", usage={"input_tokens": 900, "output_tokens": 150}))
+    assert post(gw, "sg-alice-token").status_code == 200
+    r = post(gw, "sg-alice-token")
+    assert r.status_code == 429, r.text
+    assert "token" in r.json()["error"]["message"].lower()
+
+
+def test_budget_stops_spending(up: FakeUpstream, gateway_factory: Any) -> None:
+    cfg = priced_config(up.base_url)
+    cfg["keys"][0]["budget_usd"] = 0.01
+    cfg["keys"][0]["budget_period"] = "day"
+    gw: GatewayProcess = gateway_factory(cfg)
+    # 3000 input tokens at $3/M + 500 output at $15/M = $0.0165: over the $0.01 budget.
+    up.enqueue(fa.message_response("pricey", usage={"input_tokens": 3000, "output_tokens": 500}))
+    assert post(gw, "sg-alice-token").status_code == 200
+    r = post(gw, "sg-alice-token")
+    assert r.status_code == 402, r.text
+    body = r.json()
+    assert body["error"]["type"] == "billing_error" and "budget" in body["error"]["message"].lower()
+    assert len(up.requests) == 1  # no upstream call once over budget
+
+
+def test_two_gateways_share_one_rpm_through_redis(
+    up: FakeUpstream, gateway_factory: Any, redis_url: str
+) -> None:
+    cfg = priced_config(up.base_url, limits={"backend": redis_url, "key_prefix": f"t{time.time_ns()}"})
+    cfg["keys"][0]["rpm"] = 10
+    a: GatewayProcess = gateway_factory(cfg)
+    b: GatewayProcess = gateway_factory(cfg)
+    statuses = [post(gw, "sg-alice-token").status_code for _ in range(8) for gw in (a, b)]
+    assert statuses.count(200) == 10 and statuses.count(429) == 6, statuses
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_redis_down_follows_policy(
+    up: FakeUpstream,
+    gateway_factory: Any,
+    redis_server: Any,
+    policy: str,
+) -> None:
+    cfg = priced_config(
+        up.base_url, limits={"backend": redis_server.url, "on_backend_error": policy, "timeout_s": 0.3}
+    )
+    cfg["keys"][0]["rpm"] = 100
+    gw: GatewayProcess = gateway_factory(cfg)
+    assert post(gw, "sg-alice-token").status_code == 200
+    with redis_server.down():
+        r = post(gw, "sg-alice-token")
+        if policy == "open":
+            assert r.status_code == 200
+        else:
+            assert r.status_code == 503 and r.json()["error"]["type"] == "api_error"
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert "sluicegate_limiter" in metrics
+
+
+def test_every_request_leaves_one_record_with_right_tokens_and_cost(
+    up: FakeUpstream, gateway_factory: Any
+) -> None:
+    oa = FakeUpstream("openai-up").start()
+    try:
+        cfg = priced_config(up.base_url)
+        cfg["providers"]["oa"] = {"type": "openai", "base_url": oa.base_url + "/v1", "flavor": "vllm"}
+        cfg["models"]["local"] = {"targets": [{"provider": "oa", "model": "qwen", "price": PRICE}]}
+        cfg["keys"][1]["models"] = ["*"]
+        gw: GatewayProcess = gateway_factory(cfg)
+        usage = {
+            "input_tokens": 100,
+            "output_tokens": 20,
+            "cache_creation_input_tokens": 1000,
+            "cache_read_input_tokens": 5000,
+        }
+        up.enqueue(fa.message_response("plain", usage=usage))
+        up.enqueue(fa.sse_response(fa.Text("streamed", pieces=3), usage=usage))
+        up.enqueue(fa.error_response(400, "invalid_request_error", "bad"))
+        up.enqueue(fa.sse_response(fa.Text("slow", pieces=3), pauses={0: 5.0}, usage=usage))
+        oa.enqueue(fo.sse_response("local words", usage={"prompt_tokens": 50, "completion_tokens": 7}))
+        hdr = {"x-claude-code-session-id": "sess-mixed"}
+        assert post(gw, "sg-alice-token", headers=hdr).status_code == 200
+        assert post(gw, "sg-alice-token", {**MSG, "stream": True}, headers=hdr).status_code == 200
+        assert post(gw, "sg-alice-token", headers=hdr).status_code == 400
+        with httpx.stream(
+            "POST",
+            gw.url + "/v1/messages",
+            json={**MSG, "stream": True},
+            headers={"x-api-key": "sg-alice-token", **hdr},
+            timeout=10,
+        ) as r:
+            next(r.iter_lines())
+        assert (
+            post(gw, "sg-bob-token", {**MSG, "model": "local", "stream": True}, headers=hdr).status_code
+            == 200
+        )
+        assert post(gw, "sg-nobody", headers=hdr).status_code == 401
+        assert post(gw, "sg-alice-token", {**MSG, "model": "other"}, headers=hdr).status_code == 403
+        assert post(gw, "sg-alice-token", {**MSG, "model": "nope"}, headers=hdr).status_code == 404
+        rows = wait_rows(gw, 8)
+        time.sleep(0.6)
+        rows = ledger_rows(gw)
+        assert len(rows) == 8, [(r["status"], r["error_type"]) for r in rows]
+        assert all(r["session_id"] == "sess-mixed" for r in rows)
+        by_status = [(r["status"], r["stream"], r["error_type"]) for r in rows]
+        plain, stream, bad, cut, local, unauth, forbidden, missing = rows
+        expected_cost = (100 * 3.0 + 20 * 15.0 + 1000 * 3.75 + 5000 * 0.30) / 1e6
+        for row in (plain, stream):
+            assert (row["input_tokens"], row["output_tokens"]) == (100, 20)
+            assert (row["cache_creation_tokens"], row["cache_read_tokens"]) == (1000, 5000)
+            assert row["cost_usd"] == pytest.approx(expected_cost)
+        assert bad["status"] == 400 and bad["cost_usd"] == 0
+        assert cut["client_disconnected"] == 1 and cut["input_tokens"] == 100 and cut["output_tokens"] >= 1
+        assert local["model_group"] == "local" and (local["input_tokens"], local["output_tokens"]) == (50, 7)
+        assert local["cost_usd"] == pytest.approx((50 * 3.0 + 7 * 15.0) / 1e6)
+        assert unauth["status"] == 401 and unauth["key_id"] is None
+        assert forbidden["status"] == 403 and forbidden["user_name"] == "alice"
+        assert missing["status"] == 404
+        assert by_status
+        report = cli(gw, "usage", "--by", "session", "--format", "json")
+        assert report.returncode == 0, report.stderr
+        (sess,) = orjson.loads(report.stdout)
+        assert sess["requests"] == 8
+    finally:
+        oa.stop()
+
+
+def test_ledger_survives_clean_shutdown_under_load(up: FakeUpstream) -> None:
+    cfg = priced_config(up.base_url, ledger={"flush_interval_s": 30})
+    gw = GatewayProcess(cfg).start()
+    sent: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as c:
+            for _ in range(60):
+                try:
+                    r = c.post(gw.url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-alice-token"})
+                except httpx.HTTPError:
+                    return
+                sent.append(r.status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert gw.stop() == 0
+    for t in threads:
+        t.join(10)
+    ok = sent.count(200)
+    assert ok > 10
+    rows = ledger_rows(gw)
+    assert len([r for r in rows if r["status"] == 200]) == ok
+
+
+def test_postgres_ledger_and_outage(up: FakeUpstream, gateway_factory: Any, postgres_server: Any) -> None:
+    url = postgres_server.new_database()
+    cfg = priced_config(up.base_url, ledger={"url": url, "flush_interval_s": 0.2})
+    gw: GatewayProcess = gateway_factory(cfg)
+    assert post(gw, "sg-alice-token").status_code == 200
+    with postgres_server.down():
+        t0 = time.monotonic()
+        statuses = [post(gw, "sg-alice-token").status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        assert time.monotonic() - t0 < 5
+    import psycopg
+
+    deadline = time.monotonic() + 20
+    count = 0
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(url) as conn:
+                count = conn.execute("SELECT count(*) FROM usage_records").fetchone()[0]  # type: ignore[index]
+        except psycopg.Error:
+            count = 0
+        if count >= 6:
+            break
+        time.sleep(0.3)
+    assert count == 6
+
+
+def test_metrics_endpoint(up: FakeUpstream, gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(priced_config(up.base_url))
+    post(gw, "sg-alice-token")
+    post(gw, "sg-nobody")
+    text = httpx.get(gw.url + "/metrics").text
+    assert 'sluicegate_requests_total{group="big-coder"' in text
+    assert "sluicegate_ledger_queue_depth" in text or "sluicegate_ledger" in text
+
+
+def test_admin_api(up: FakeUpstream, gateway_factory: Any) -> None:
+    admin_token = "admin-token-0123456789"
+    gw: GatewayProcess = gateway_factory(
+        priced_config(up.base_url, admin={"token": admin_token}, keystore={"refresh_s": 0.3})
+    )
+    assert (
+        httpx.get(gw.url + "/admin/keys", headers={"authorization": "Bearer sg-bob-token"}).status_code == 401
+    )
+    r = httpx.post(
+        gw.url + "/admin/keys",
+        json={"user": "dave", "project": "infra", "models": ["*"]},
+        headers={"authorization": f"Bearer {admin_token}"},
+    )
+    assert r.status_code in (200, 201), r.text
+    token = r.json()["token"]
+    deadline = time.monotonic() + 5
+    while post(gw, token).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert post(gw, token).status_code == 200
+    usage = httpx.get(gw.url + "/admin/usage?by=user", headers={"authorization": f"Bearer {admin_token}"})
+    assert usage.status_code == 200
+    assert admin_token not in gw.logs()
+    assert signal.SIGTERM
