@@ -55,6 +55,24 @@ class Gateway:
         if self.services is not None:
             loop.run_until_complete(self.services.close())
 
+    def begin_drain(self, loop: asyncio.AbstractEventLoop, drain_s: float) -> None:
+        """SIGTERM: not ready any more; streams still open at the deadline are ended."""
+        if self.state.draining:
+            return
+        self.state.draining = True
+        from .relay import open_streams
+
+        log.info("draining", streams=len(open_streams), deadline_s=drain_s)
+
+        def deadline() -> None:
+            self.state.drain_expired = True
+            if open_streams:
+                log.warning("drain deadline reached; ending open streams", streams=len(open_streams))
+            for conn in list(open_streams):
+                conn.abort()
+
+        loop.call_later(drain_s, deadline)
+
     # -- dispatch ----------------------------------------------------------------------------------
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         path = scope.path
@@ -266,6 +284,9 @@ class Gateway:
         transport = proto.response_stream(200, _SSE_HEADERS + rid)
         try:
             async for chunk in reply.stream():
+                if self.state.drain_expired:
+                    ctx.error_type = "drain_deadline"
+                    break
                 await transport.send_bytes(chunk)
         except Exception:
             ctx.client_disconnected = True

@@ -40,7 +40,37 @@ class _GatewayServer(Server):  # type: ignore[misc,valid-type]
                 pass
 
 
+def _install_drain_hook(drain_s: float) -> None:
+    """Let each worker see SIGTERM/SIGINT before Granian does, to start its drain clock.
+
+    Granian registers its own loop signal handlers in each worker; we wrap the function that
+    does it (workers are forked, so the patch is inherited) and chain to Granian's handler.
+    """
+    import granian._signals as gsignals
+
+    original = gsignals.set_loop_signals
+
+    def set_loop_signals(loop: Any) -> Any:
+        event = original(loop)
+
+        def on_stop(signum: int, frame: Any = None) -> None:
+            from .app import app
+
+            app.begin_drain(loop, drain_s)
+            event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_stop, sig, None)
+            except (NotImplementedError, RuntimeError):
+                signal.signal(sig, on_stop)
+        return event
+
+    gsignals.set_loop_signals = set_loop_signals
+
+
 def serve(opts: ServeOptions) -> None:
+    _install_drain_hook(opts.drain_s)
     server = _GatewayServer(
         "sluicegate.app:app",
         address=opts.host,
@@ -52,6 +82,7 @@ def serve(opts: ServeOptions) -> None:
         runtime_threads=opts.runtime_threads,
         log_access=False,
         backlog=4096,
-        workers_kill_timeout=max(1, int(opts.drain_s)) if opts.drain_s else None,
+        # The workers end their own streams at the drain deadline; this is the last resort.
+        workers_kill_timeout=int(opts.drain_s) + 10,
     )
     server.serve()

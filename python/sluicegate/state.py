@@ -33,12 +33,15 @@ class GatewayState:
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.draining = False
+        self.drain_expired = False
         self.hooks: list[Any] = []
 
     def load(self) -> Snapshot:
         snap = load_from_env()
         self.snapshot = snap
-        log.info("snapshot loaded", hash=snap.hash[:16], pid=os.getpid(), skipped_providers=snap.skipped_providers)
+        log.info(
+            "snapshot loaded", hash=snap.hash[:16], pid=os.getpid(), skipped_providers=snap.skipped_providers
+        )
         return snap
 
     def reload(self) -> bool:
@@ -46,7 +49,9 @@ class GatewayState:
         try:
             snap = load_from_env()
         except ConfigError as exc:
-            log.error("reload failed; keeping the running config", pid=os.getpid(), errors=exc.render().splitlines())
+            log.error(
+                "reload failed; keeping the running config", pid=os.getpid(), errors=exc.render().splitlines()
+            )
             return False
         except (SnapshotError, ValueError, OSError) as exc:
             log.error("reload failed; keeping the running config", pid=os.getpid(), errors=[str(exc)])

@@ -1,0 +1,247 @@
+"""Running it like production: SIGTERM drains and flushes, SIGHUP under load fails nothing,
+the container entrypoint serves outside a container, replicas share Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ROOT, GatewayProcess, free_port
+
+MSG = {"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+
+
+def mock_config(interval_ms: float = 0, events: int = 5, **extra: Any) -> dict[str, Any]:
+    return {
+        "providers": {
+            "mock": {
+                "type": "mock",
+                "mock": {"text": "abcdefghij", "events": events, "interval_ms": interval_ms},
+            }
+        },
+        "models": {"big-coder": {"targets": [{"provider": "mock", "price": {"input": 1, "output": 2}}]}},
+        "keys": [{"name": "k", "token": "sg-k", "models": ["*"]}],
+        **extra,
+    }
+
+
+def ledger_count(gw: GatewayProcess) -> int:
+    conn = sqlite3.connect(Path(gw.env["SLUICEGATE_STATE_DIR"]) / "usage.db")
+    try:
+        return int(conn.execute("SELECT count(*) FROM usage_records").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def stream_in_thread(gw: GatewayProcess, out: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        with httpx.stream(
+            "POST",
+            gw.url + "/v1/messages",
+            json={**MSG, "stream": True},
+            headers={"x-api-key": "sg-k"},
+            timeout=30,
+        ) as r:
+            out["text"] = r.read().decode()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_sigterm_lets_open_streams_finish_and_flushes_ledger() -> None:
+    gw = GatewayProcess(mock_config(interval_ms=150, events=10)).start()
+    results = [dict[str, Any]() for _ in range(3)]
+    threads = [stream_in_thread(gw, out) for out in results]
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert gw.stop(timeout=30) == 0
+    assert time.monotonic() - t0 >= 0.8  # it waited for the streams
+    for t in threads:
+        t.join(10)
+    for out in results:
+        assert out["text"].count("event: content_block_delta") == 10
+        assert "event: message_stop" in out["text"]
+    assert ledger_count(gw) == 3
+
+
+def test_drain_deadline_ends_streams_then_exits_cleanly() -> None:
+    gw = GatewayProcess(mock_config(interval_ms=500, events=40), env={"SLUICEGATE_DRAIN_S": "1"})
+    gw.start()
+    out: dict[str, Any] = {}
+    t = stream_in_thread(gw, out)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert gw.stop(timeout=30) == 0
+    assert time.monotonic() - t0 < 8
+    t.join(10)
+    assert "event: message_stop" not in out.get("text", "")
+    assert ledger_count(gw) == 1
+    assert "drain deadline reached" in gw.logs() or "draining" in gw.logs()
+
+
+def test_sighup_under_steady_load_fails_no_request(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(mock_config(), workers=2)
+    failures: list[str] = []
+    done = threading.Event()
+    counts = [0]
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as c:
+            while not done.is_set():
+                try:
+                    r = c.post(gw.url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-k"})
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                counts[0] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    for i in range(3):
+        cfg = mock_config()
+        cfg["models"]["big-coder"]["aliases"] = [f"alias-{i}"]
+        gw.write_config(cfg)
+        gw.signal(signal.SIGHUP)
+        time.sleep(0.7)
+    done.set()
+    for t in threads:
+        t.join(10)
+    assert failures == []
+    assert counts[0] > 50
+    assert gw.logs().count("snapshot reloaded") == 6  # 3 reloads x 2 workers
+    r = httpx.post(gw.url + "/v1/messages", json={**MSG, "model": "alias-2"}, headers={"x-api-key": "sg-k"})
+    assert r.status_code == 200
+
+
+def test_entrypoint_serves_outside_a_container(tmp_path: Path) -> None:
+    import yaml
+
+    cfg = tmp_path / "sluicegate.yaml"
+    cfg.write_text(yaml.safe_dump(mock_config()))
+    port = free_port()
+    env = {
+        **os.environ,
+        "SLUICEGATE_BIN": f"{sys.executable} -m sluicegate.cli",
+        "SLUICEGATE_CONFIG": str(cfg),
+        "SLUICEGATE_PORT": str(port),
+        "SLUICEGATE_HOST": "127.0.0.1",
+        "SLUICEGATE_STATE_DIR": str(tmp_path / "state"),
+    }
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "deploy" / "docker-entrypoint.sh")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                break
+            time.sleep(0.1)
+        assert ready, proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else "not ready"
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=MSG, headers={"x-api-key": "sg-k"})
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_bad_config_never_serves(tmp_path: Path) -> None:
+    cfg = tmp_path / "sluicegate.yaml"
+    cfg.write_text("providers: {m: {type: mock}}\nmodels: {g: {targets: [{provider: nope}]}}\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "sluicegate.cli", "serve", "--config", str(cfg), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 1
+    assert "models.g.targets[0].provider: unknown provider 'nope'" in res.stderr
+
+
+def test_two_replicas_share_redis_and_postgres(
+    gateway_factory: Any, redis_url: str, postgres_server: Any
+) -> None:
+    db = postgres_server.new_database()
+    cfg = mock_config(
+        ledger={"url": db, "flush_interval_s": 0.2},
+        keystore={"url": db, "refresh_s": 0.5},
+        limits={"backend": redis_url, "key_prefix": f"rep{time.time_ns()}"},
+    )
+    cfg["keys"][0]["rpm"] = 6
+    a: GatewayProcess = gateway_factory(cfg)
+    b: GatewayProcess = gateway_factory(cfg)
+    statuses = [
+        httpx.post(gw.url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-k"}).status_code
+        for _ in range(5)
+        for gw in (a, b)
+    ]
+    assert statuses.count(200) == 6 and statuses.count(429) == 4, statuses
+    # A key created through one replica's store works on the other.
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluicegate.cli",
+            "keys",
+            "create",
+            "--user",
+            "eve",
+            "--config",
+            str(a.config_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=a.env,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 10
+    status = 0
+    while time.monotonic() < deadline:
+        status = httpx.post(b.url + "/v1/messages", json=MSG, headers={"x-api-key": token}).status_code
+        if status == 200:
+            break
+        time.sleep(0.2)
+    assert status == 200
+    import psycopg
+
+    deadline = time.monotonic() + 10
+    count = 0
+    while time.monotonic() < deadline:
+        with psycopg.connect(db) as conn:
+            count = conn.execute("SELECT count(*) FROM usage_records").fetchone()[0]  # type: ignore[index]
+        if count >= 11:
+            break
+        time.sleep(0.2)
+    assert count >= 11
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes(gateway_factory: Any, path: str) -> None:
+    gw: GatewayProcess = gateway_factory(mock_config())
+    assert httpx.get(gw.url + path).status_code == 200
