@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -32,7 +33,9 @@ def free_port() -> int:
 class GatewayProcess:
     """`sluicegate serve` in a subprocess, with its stderr (JSON log lines) captured to a file."""
 
-    def __init__(self, config: dict[str, Any] | str, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any] | str, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sluicegate-test-"))
         self.config_path = self.dir / "sluicegate.yaml"
         self.write_config(config)
@@ -51,8 +54,16 @@ class GatewayProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "sluicegate.cli", "serve",
-                "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers),
+                sys.executable,
+                "-m",
+                "sluicegate.cli",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -83,10 +94,8 @@ class GatewayProcess:
         out = []
         for line in self.logs().splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(orjson.JSONDecodeError):
                     out.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    pass
         return out
 
     def access_records(self) -> list[dict[str, Any]]:
@@ -136,7 +145,13 @@ def anthropic_config(base_url: str, **extra: Any) -> dict[str, Any]:
             "other": {"targets": [{"provider": "up", "model": "claude-opus-4-7"}]},
         },
         "keys": [
-            {"name": "alice", "token": "sg-alice-token", "user": "alice", "project": "payments", "models": ["big-coder"]},
+            {
+                "name": "alice",
+                "token": "sg-alice-token",
+                "user": "alice",
+                "project": "payments",
+                "models": ["big-coder"],
+            },
             {"name": "bob", "token": "sg-bob-token", "user": "bob", "models": ["*"]},
         ],
     }

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sluicegate.compile import compile_file, dump_snapshot, load_snapshot, wildcard_overlap
 from sluicegate.config import ConfigError
 from sluicegate.snapshot import Snapshot, SnapshotError
@@ -107,11 +106,16 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 
 def test_alias_conflicts(tmp_path: Path) -> None:
     cfg = GOOD.replace(
-        "keys:", "  other:\n    aliases: [sonnet, \"claude-*\"]\n    targets: [{provider: anthropic}]\nkeys:"
+        "keys:", '  other:\n    aliases: [sonnet, "claude-*"]\n    targets: [{provider: anthropic}]\nkeys:'
     )
     errs = errors_of(tmp_path, cfg)
-    assert any(e.startswith("models.other.aliases[0]: alias conflict: 'sonnet' already routes to group 'big-coder'") for e in errs)
-    assert any(e.startswith("models.other.aliases[1]: alias conflict: 'claude-*' and 'claude-haiku-*'") for e in errs)
+    assert any(
+        e.startswith("models.other.aliases[0]: alias conflict: 'sonnet' already routes to group 'big-coder'")
+        for e in errs
+    )
+    assert any(
+        e.startswith("models.other.aliases[1]: alias conflict: 'claude-*' and 'claude-haiku-*'") for e in errs
+    )
 
 
 def test_wildcard_overlap() -> None:
@@ -147,7 +151,9 @@ def test_cli_exit_codes_and_output(tmp_path: Path) -> None:
     good = write(tmp_path, GOOD)
     out = tmp_path / "snap.json"
     ok = subprocess.run(
-        [sys.executable, "-m", "sluicegate.cli", "compile-config", good, "-o", str(out)], capture_output=True, text=True
+        [sys.executable, "-m", "sluicegate.cli", "compile-config", good, "-o", str(out)],
+        capture_output=True,
+        text=True,
     )
     assert ok.returncode == 0, ok.stderr
     assert load_snapshot(out.read_bytes())["hash"]

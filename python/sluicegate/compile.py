@@ -66,7 +66,11 @@ class _Compiler:
             base_url = p.base_url or DEFAULT_BASE_URLS.get(p.type)
             if p.type in ("anthropic", "openai") and not base_url:
                 self.err((*at, "base_url"), f"required for a provider of type '{p.type}'")
-            if base_url and not base_url.startswith("${") and not base_url.startswith(("http://", "https://")):
+            if (
+                base_url
+                and not base_url.startswith("${")
+                and not base_url.startswith(("http://", "https://"))
+            ):
                 self.err((*at, "base_url"), "must start with http:// or https://")
             if p.type == "anthropic" and base_url and base_url.rstrip("/").endswith("/v1"):
                 self.err((*at, "base_url"), "leave out /v1: the gateway appends /v1/messages")
@@ -74,8 +78,11 @@ class _Compiler:
                 self.err((*at, "base_url"), "a mock provider has no base_url")
             if p.mock is not None and p.type != "mock":
                 self.err((*at, "mock"), "only a provider of type 'mock' takes mock settings")
-            if p.type == "openai" and base_url and not base_url.startswith("${") and base_url.rstrip("/").endswith(
-                "/chat/completions"
+            if (
+                p.type == "openai"
+                and base_url
+                and not base_url.startswith("${")
+                and base_url.rstrip("/").endswith("/chat/completions")
             ):
                 self.err((*at, "base_url"), "end it before /chat/completions (e.g. http://host:8000/v1)")
             if p.flavor is not None and p.type != "openai":

@@ -18,13 +18,16 @@ def new_request_id() -> str:
 class RequestContext:
     __slots__ = (
         "agent_id",
+        "attempts",
         "client_disconnected",
         "endpoint",
         "error_type",
         "group",
         "image_count",
         "key",
+        "limit_admission",
         "parent_agent_id",
+        "price",
         "request_id",
         "requested_model",
         "session_id",
@@ -37,9 +40,6 @@ class RequestContext:
         "ttfb",
         "upstream_model",
         "usage",
-        "attempts",
-        "limit_admission",
-        "price",
     )
 
     def __init__(self, endpoint: str) -> None:

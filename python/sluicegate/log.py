@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -15,10 +16,8 @@ _FD = 2
 def emit(event: str, **fields: Any) -> None:
     record = {"ts": round(time.time(), 3), "event": event, **fields}
     line = orjson.dumps(record, default=str) + b"\n"
-    try:
+    with contextlib.suppress(OSError):
         os.write(_FD, line)
-    except OSError:
-        pass
 
 
 def info(message: str, **fields: Any) -> None:

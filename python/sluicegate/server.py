@@ -6,6 +6,7 @@ workers, which recompile and swap their snapshot in place, so streams in flight 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from dataclasses import dataclass
@@ -34,10 +35,8 @@ class _GatewayServer(Server):  # type: ignore[misc,valid-type]
         pids = [w._id() for w in self.wrks]
         log.info("SIGHUP: asking workers to reload the config", workers=pids)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGHUP)
-            except ProcessLookupError:
-                pass
 
 
 def _install_drain_hook(drain_s: float) -> None:

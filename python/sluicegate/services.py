@@ -63,7 +63,7 @@ class StoreKeyInfo(KeyInfo):
         return any(fnmatch.fnmatchcase(group, p) for p in self.patterns)
 
 
-def _section(model: type, data: Any) -> Any:
+def _section(model: Any, data: Any) -> Any:
     return model.model_validate(data) if data is not None else None
 
 
@@ -90,7 +90,7 @@ class Services:
         self.keystore_section: KeystoreSection | None = _section(KeystoreSection, ops.get("keystore"))
         self.limits_section: LimitsSection | None = _section(LimitsSection, ops.get("limits"))
         self.metrics_section: MetricsSection = (
-            _section(MetricsSection, ops.get("metrics")) or MetricsSection()
+            _section(MetricsSection, ops.get("metrics")) or MetricsSection.model_validate({})
         )
         admin: AdminSection | None = _section(AdminSection, ops.get("admin"))
         self.admin_token = admin.token if admin else None

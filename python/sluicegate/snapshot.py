@@ -52,10 +52,13 @@ class Target:
         if tpl is None:
             assert self.origin is not None
             extra = self.extra_headers
-            if not forward_client_headers and self.kind == "anthropic":
-                # A translated request carries no client anthropic-* headers; the API needs a version.
-                if not any(k.lower() == "anthropic-version" for k, _ in extra):
-                    extra = [*extra, ("anthropic-version", "2023-06-01")]
+            # A translated request carries no client anthropic-* headers; the API needs a version.
+            if (
+                not forward_client_headers
+                and self.kind == "anthropic"
+                and not any(k.lower() == "anthropic-version" for k, _ in extra)
+            ):
+                extra = [*extra, ("anthropic-version", "2023-06-01")]
             tpl = _native.HeadTemplate(
                 "POST", self.origin.base_path + path, self.origin.host_header, extra, forward_client_headers
             )
@@ -99,9 +102,7 @@ class Snapshot:
         self.hash: str = compiled["hash"]
         self.compiled = compiled
         try:
-            resolved = resolve_tree(
-                {k: compiled[k] for k in ("providers", "keys", "ops")}, environ
-            )
+            resolved = resolve_tree({k: compiled[k] for k in ("providers", "keys", "ops")}, environ)
         except MissingEnv as exc:
             raise SnapshotError(str(exc)) from None
         self.server: dict[str, Any] = compiled["server"]
@@ -119,7 +120,9 @@ class Snapshot:
                         self.skipped_providers.append(t["provider"])
                     continue
                 targets.append(self._target(t, p))
-            self.groups[gname] = Group(gname, g["display_name"], g["strategy"], g["max_attempts"], g["deadline_s"], targets)
+            self.groups[gname] = Group(
+                gname, g["display_name"], g["strategy"], g["max_attempts"], g["deadline_s"], targets
+            )
         self.exact: dict[str, str] = compiled["exact"]
         self.wildcards: list[tuple[re.Pattern[str], str]] = [
             (re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$"), group)

@@ -44,7 +44,7 @@ class Provider(_Strict):
     # example config can offer a real provider when its key is set and fall back otherwise.
     optional: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
     flavor: Flavor | None = None
     # Ask an OpenAI-compatible server for a final usage chunk (stream_options.include_usage).
     # On by default; turn off for servers that reject the field.
@@ -124,4 +124,4 @@ class RawConfig(OpsSections):
     models: dict[str, Group] = Field(min_length=1)
     keys: list[Key] = Field(default_factory=list)
     default_group: str | None = None
-    server: Server = Field(default_factory=Server)
+    server: Server = Field(default_factory=lambda: Server())
