@@ -18,6 +18,7 @@ test: install services
 	ruff format --check python tests loadtests
 	ruff check python tests loadtests
 	mypy
+	$(PYTHON) -m mypy.stubtest sluicegate._native
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --quiet

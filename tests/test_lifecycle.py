@@ -245,3 +245,22 @@ def test_two_replicas_share_redis_and_postgres(
 def test_probes(gateway_factory: Any, path: str) -> None:
     gw: GatewayProcess = gateway_factory(mock_config())
     assert httpx.get(gw.url + path).status_code == 200
+
+
+def test_config_file_watch_reloads(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(mock_config(), env={"SLUICEGATE_WATCH_S": "0.2"})
+    cfg = mock_config()
+    cfg["models"]["big-coder"]["aliases"] = ["watched-alias"]
+    time.sleep(0.05)
+    gw.write_config(cfg)
+    deadline = time.monotonic() + 10
+    status = 0
+    while time.monotonic() < deadline:
+        r = httpx.post(
+            gw.url + "/v1/messages", json={**MSG, "model": "watched-alias"}, headers={"x-api-key": "sg-k"}
+        )
+        status = r.status_code
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import time
 from typing import Any
@@ -46,6 +47,9 @@ class Gateway:
         self.services = Services(snap)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.state.reload)
+        watch_s = float(os.environ.get("SLUICEGATE_WATCH_S") or 0)
+        if watch_s > 0:
+            self.state.watch(loop, watch_s)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         from .upstream import close_all

@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (SnapshotError, ValueError, OSError) as exc:
         print(f"sluicegate serve: {exc}", file=sys.stderr)
         return 1
+    os.environ["SLUICEGATE_WATCH_S"] = str(args.watch_s)
     if config:
         os.environ["SLUICEGATE_CONFIG"] = str(Path(config).resolve())
         os.environ.pop("SLUICEGATE_SNAPSHOT", None)
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(_env("SLUICEGATE_DRAIN_S", 30)),
         help="on SIGTERM, let streams finish for up to this many seconds [SLUICEGATE_DRAIN_S]",
+    )
+    p.add_argument(
+        "--watch-s",
+        type=float,
+        default=float(_env("SLUICEGATE_WATCH_S", 0)),
+        help="also reload when the config file changes, checking every N seconds; 0 = off [SLUICEGATE_WATCH_S]",
     )
     p.add_argument(
         "--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]"

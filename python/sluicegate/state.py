@@ -44,6 +44,33 @@ class GatewayState:
         )
         return snap
 
+    def watch(self, loop: Any, interval_s: float) -> None:
+        """Reload when the config file changes (a Kubernetes ConfigMap update swaps a symlink,
+        so the resolved path and its mtime are compared, not just the mtime)."""
+        path = os.environ.get("SLUICEGATE_CONFIG") or os.environ.get("SLUICEGATE_SNAPSHOT")
+        if not path:
+            return
+
+        def stamp() -> tuple[str, int] | None:
+            try:
+                real = os.path.realpath(path)
+                return real, os.stat(real).st_mtime_ns
+            except OSError:
+                return None
+
+        last = stamp()
+
+        def check() -> None:
+            nonlocal last
+            now = stamp()
+            if now is not None and now != last:
+                last = now
+                log.info("config file changed", path=path)
+                self.reload()
+            loop.call_later(interval_s, check)
+
+        loop.call_later(interval_s, check)
+
     def reload(self) -> bool:
         """Recompile and swap; on failure keep the running snapshot and log why."""
         try:
