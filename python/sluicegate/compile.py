@@ -116,7 +116,7 @@ class _Compiler:
                     continue
                 timeouts = dict(prov["timeouts"])
                 if t.timeouts is not None:
-                    timeouts.update(t.timeouts.model_dump())
+                    timeouts.update(t.timeouts.model_dump(exclude_unset=True))
                 targets.append(
                     {
                         "name": f"{t.provider}/{t.model or '*'}" + (f"#{i}" if i else ""),
