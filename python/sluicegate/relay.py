@@ -1,30 +1,43 @@
 """Forwarding one request to an upstream target and relaying its answer to the client.
 
-Failover happens only before the first byte reaches the client: connect errors, timeouts
-to first byte and retryable statuses move on to the next target. Once a stream has started
-it is never retried; a failure mid-stream becomes an error event in the client's format.
+Failover happens only while the client has received nothing: connect errors, timeouts to the
+first byte, retryable statuses (429, 500, 502, 503, 504, 529) and a stream that breaks before
+its first event move on to the next target. An event stream's response head is held back until
+its first event has arrived, so that last case is still invisible to the client. Once anything
+has been sent it is never retried; a failure mid-stream becomes an error event in the
+client's format.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import ContextVar
 from typing import Any
 
-from . import _native
+from . import _native, log
 from .context import RequestContext
 from .errors import GatewayError
 from .health import health_of, parse_retry_after
 from .snapshot import Target
-from .upstream import UpstreamClosed, UpstreamError
+from .upstream import UpstreamClosed, UpstreamError, UpstreamTimeout
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+
+# Upstream connections of streams being relayed, so a drain deadline can end them.
+open_streams: set[Any] = set()
+
+# The group's deadline (monotonic) for the request being routed in this task, or None. Set by
+# forward_with_failover; each attempt's connect and first-byte limits are cut to what is left.
+_deadline: ContextVar[float | None] = ContextVar("sluicegate_deadline", default=None)
 
 
 class RetryableResponse(Exception):
     """An upstream answered with a status worth trying elsewhere; kept to return if all fail."""
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, transform: Any = None) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, transform: Any = None
+    ) -> None:
         super().__init__(status)
         self.status = status
         self.headers = headers
@@ -40,16 +53,37 @@ def stream_error_event(api: str, message: str) -> bytes:
     return b"event: error\ndata: " + anthropic_error(502, message) + b"\n\n"
 
 
+def _left(limit: float) -> float:
+    """`limit` cut to what is left of the group deadline; a timeout when nothing is."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return limit
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise UpstreamTimeout("upstream timed out: the group's deadline was reached")
+    return min(limit, left)
+
+
 async def _open(
-    target: Target, path: str, client_headers: list[tuple[str, str]], body: bytes, mode: int,
-    forward_client_headers: bool, options: dict[str, Any] | None,
+    target: Target,
+    path: str,
+    client_headers: list[tuple[str, str]],
+    body: bytes,
+    mode: int,
+    forward_client_headers: bool,
+    options: dict[str, Any] | None,
 ) -> tuple[Any, Any]:
     pool = target.pool
     assert pool is not None
     head = target.head(path, forward_client_headers).render(client_headers, len(body))
-    conn, reused = await pool.acquire(target.connect_s)
+    conn, reused = await pool.acquire(_left(target.connect_s))
+    try:
+        first_byte_s = _left(target.first_byte_s)
+    except UpstreamTimeout:
+        conn.abort()
+        raise
     ex = _native.Exchange(mode, options)
-    conn.start(head, body, ex, first_byte_s=target.first_byte_s, idle_s=target.idle_s, total_s=target.total_s)
+    conn.start(head, body, ex, first_byte_s=first_byte_s, idle_s=target.idle_s, total_s=target.total_s)
     try:
         await conn.wait_head()
     except UpstreamClosed:
@@ -57,14 +91,38 @@ async def _open(
         if not reused or conn.received:
             raise
         # A pooled keep-alive connection the upstream had already closed: one fresh try.
-        conn = await pool.connect_fresh(target.connect_s)
+        conn = await pool.connect_fresh(_left(target.connect_s))
         ex = _native.Exchange(mode, options)
-        conn.start(head, body, ex, first_byte_s=target.first_byte_s, idle_s=target.idle_s, total_s=target.total_s)
+        conn.start(
+            head,
+            body,
+            ex,
+            first_byte_s=_left(target.first_byte_s),
+            idle_s=target.idle_s,
+            total_s=target.total_s,
+        )
         await conn.wait_head()
     except BaseException:
         conn.abort()
         raise
     return conn, ex
+
+
+async def _first_event(conn: Any, ex: Any) -> bytes | None:
+    """The first bytes of an event stream for the client, or None for an empty stream. Raises
+    UpstreamError when the upstream fails before sending a single event."""
+    if _deadline.get() is None:
+        data: bytes | None = await conn.next_chunk()
+    else:
+        try:
+            data = await asyncio.wait_for(conn.next_chunk(), _left(3600.0))
+        except TimeoutError:
+            conn.abort()
+            raise UpstreamTimeout("upstream timed out: no event before the group's deadline") from None
+    if ex.event_count == 0 and ex.truncated:
+        # What a translating exchange emits at eof here is its own error event, not the upstream's.
+        raise conn.error or UpstreamClosed("upstream closed the stream before its first event")
+    return data
 
 
 async def forward(
@@ -82,8 +140,8 @@ async def forward(
     options: dict[str, Any] | None = None,
     transform_body: Any = None,
 ) -> None:
-    """Send `body` to `target` and answer the client. Raises UpstreamError or RetryableResponse
-    only while nothing has been sent to the client."""
+    """Send `body` to `target` and answer the client. Raises UpstreamError, or RetryableResponse
+    when `may_retry`, only while nothing has been sent to the client."""
     conn, ex = await _open(target, path, client_headers, body, mode, forward_client_headers, options)
     pool = target.pool
     assert pool is not None
@@ -110,10 +168,7 @@ async def forward(
         headers.append(("x-sluicegate-request-id", ctx.request_id))
         proto.response_bytes(status, headers, resp)
         return
-    ctx.status = status
-    ctx.stream = True
-    headers.append(("x-sluicegate-request-id", ctx.request_id))
-    transport = proto.response_stream(status, headers)
+
     watcher = asyncio.ensure_future(proto.client_disconnect())
 
     def _client_gone(_: Any) -> None:
@@ -121,8 +176,27 @@ async def forward(
         conn.abort()
 
     watcher.add_done_callback(_client_gone)
+    open_streams.add(conn)
     try:
-        while True:
+        try:
+            data = await _first_event(conn, ex)
+        except UpstreamError:
+            if not ctx.client_disconnected:
+                raise
+            ctx.status = status
+            ctx.error_type = "client_disconnected"
+            return
+        ctx.status = status
+        ctx.stream = True
+        headers.append(("x-sluicegate-request-id", ctx.request_id))
+        transport = proto.response_stream(status, headers)
+        while data is not None:
+            try:
+                await transport.send_bytes(data)
+            except Exception:
+                ctx.client_disconnected = True
+                conn.abort()
+                break
             try:
                 data = await conn.next_chunk()
             except UpstreamError as exc:
@@ -132,19 +206,14 @@ async def forward(
                 # A translating exchange has already emitted its own error event from eof().
                 if mode in (_native.RELAY_ANTHROPIC, _native.RELAY_OPENAI):
                     try:
-                        await transport.send_bytes(stream_error_event(api, f"upstream {target.name}: {exc.message}"))
+                        await transport.send_bytes(
+                            stream_error_event(api, f"upstream {target.name}: {exc.message}")
+                        )
                     except Exception:
                         ctx.client_disconnected = True
                 break
-            if data is None:
-                break
-            try:
-                await transport.send_bytes(data)
-            except Exception:
-                ctx.client_disconnected = True
-                conn.abort()
-                break
     finally:
+        open_streams.discard(conn)
         watcher.remove_done_callback(_client_gone)
         if not watcher.done():
             watcher.cancel()
@@ -157,6 +226,10 @@ async def forward(
         pool.release(conn)
 
 
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
 async def forward_with_failover(
     ctx: RequestContext,
     proto: Any,
@@ -164,19 +237,39 @@ async def forward_with_failover(
     deadline_s: float | None,
     send: Any,
 ) -> None:
-    """Try `send(target, may_retry)` on each target until one answers.
+    """Try `send(target, may_retry)` on each target in turn until one answers the client.
 
-    When every target fails, the last upstream response is returned unmodified, or a 502/504
-    naming the last target when none answered at all.
+    A target whose circuit another request is probing is skipped; when that leaves nothing,
+    the first target is tried anyway. No further target is tried once `deadline_s` has passed,
+    and every attempt's connect and first-byte limits are cut to what is left of it. When every
+    attempt fails, the last upstream response (status, headers, body) is returned unmodified;
+    when no upstream answered at all, a 502 (or 504 for timeouts) naming the last target.
     """
+    deadline = time.monotonic() + deadline_s if deadline_s else None
+    token = _deadline.set(deadline)
+    try:
+        await _failover(ctx, proto, targets, deadline, deadline_s, send)
+    finally:
+        _deadline.reset(token)
+
+
+async def _failover(
+    ctx: RequestContext,
+    proto: Any,
+    targets: list[Target],
+    deadline: float | None,
+    deadline_s: float | None,
+    send: Any,
+) -> None:
     last_response: RetryableResponse | None = None
+    response_target: Target | None = None
     last_error: UpstreamError | None = None
     last_target: Target | None = None
-    started = time.monotonic()
-    for i, target in enumerate(targets):
-        if deadline_s is not None and i and time.monotonic() - started >= deadline_s:
-            break
-        may_retry = i < len(targets) - 1
+    deadline_hit = False
+
+    async def attempt(target: Target) -> bool:
+        """True when the client has been answered; False to go on with the next target."""
+        nonlocal last_response, response_target, last_error, last_target, deadline_hit
         ctx.target = target.name
         ctx.upstream_model = target.upstream_model or ctx.requested_model
         ctx.price = target.price
@@ -184,41 +277,90 @@ async def forward_with_failover(
         last_target = target
         health = health_of(target.name)
         health.inflight += 1
-        attempt_started = time.perf_counter()
+        began = time.perf_counter()
         try:
-            await send(target, may_retry)
+            # A retryable status always comes back as RetryableResponse: the last one is
+            # returned unmodified below, after the breaker has seen it.
+            await send(target, True)
         except RetryableResponse as resp:
-            last_response, last_error = resp, None
-            retry_after = parse_retry_after(next((v for k, v in resp.headers if k.lower() == "retry-after"), None))
-            health.failure(f"status {resp.status}", retry_after)
-            ctx.ttfb = None
-            continue
+            health.failure(f"status {resp.status}", parse_retry_after(_header(resp.headers, "retry-after")))
+            last_response, response_target = resp, target
+            _attempt_failed(ctx, target, f"status {resp.status}")
+            return False
         except UpstreamError as exc:
-            last_error, last_response = exc, None
-            health.failure(exc.kind)
-            ctx.ttfb = None
-            continue
+            last_error = exc
+            if (
+                deadline is not None
+                and isinstance(exc, UpstreamTimeout)
+                and time.monotonic() >= deadline - 0.01
+            ):
+                # Cut short by the group's deadline, not by the target's own limits.
+                deadline_hit = True
+                health.abandon()
+            else:
+                health.failure(exc.kind)
+            _attempt_failed(ctx, target, exc.kind)
+            return False
+        except BaseException:
+            health.abandon()
+            raise
         finally:
             health.inflight -= 1
-        if ctx.status in RETRYABLE_STATUSES:
+            if ctx.status == 0:
+                ctx.ttfb = None
+        error = ctx.error_type
+        if error is not None and error.startswith("stream_"):
+            health.failure(error)  # answered, then broke: not retried, but it counts
+        elif ctx.status in RETRYABLE_STATUSES:
             health.failure(f"status {ctx.status}")
+        elif ctx.ttfb is None:
+            health.abandon()  # the client left before the upstream said anything
         else:
-            health.success(
-                None if ctx.ttfb is None else ctx.ttfb - (attempt_started - ctx.t0)
-            )
+            health.success(ctx.ttfb - (began - ctx.t0))
+        return True
+
+    attempted = False
+    for target in targets:
+        if attempted and deadline is not None and time.monotonic() >= deadline:
+            deadline_hit = True
+            break
+        if not health_of(target.name).claim(time.monotonic()):
+            continue  # another request is probing it right now
+        attempted = True
+        if await attempt(target):
+            return
+    # Every target is being probed by other requests: answering late beats refusing outright.
+    if not attempted and targets and await attempt(targets[0]):
         return
-    if last_response is not None:
+
+    if last_response is not None and response_target is not None:
+        ctx.target = response_target.name
+        ctx.upstream_model = response_target.upstream_model or ctx.requested_model
+        ctx.price = response_target.price
+        status, headers, body = last_response.status, last_response.headers, last_response.body
         if last_response.transform is not None:
-            status, headers, body = last_response.transform(
-                last_response.status, last_response.headers, last_response.body, ctx
-            )
-            last_response = RetryableResponse(status, headers, body)
-        ctx.status = last_response.status
-        ctx.error_type = f"upstream_{last_response.status}"
-        last_response.headers.append(("x-sluicegate-request-id", ctx.request_id))
-        proto.response_bytes(last_response.status, last_response.headers, last_response.body)
+            status, headers, body = last_response.transform(status, headers, body, ctx)
+        ctx.status = status
+        ctx.error_type = f"upstream_{status}"
+        headers.append(("x-sluicegate-request-id", ctx.request_id))
+        proto.response_bytes(status, headers, body)
         return
     name = last_target.name if last_target else "?"
     if last_error is None:
-        raise GatewayError(504, f"deadline reached before any target of the group answered (last: {name})")
-    raise GatewayError(last_error.status, f"upstream {name}: {last_error.message}", "api_error")
+        raise GatewayError(503, f"no target of the group could be tried (last: {name})")
+    message = f"upstream {name}: {last_error.message}"
+    if deadline_hit and deadline_s:
+        message += f" (the model group's deadline of {deadline_s:g} s was reached)"
+        raise GatewayError(504, message, "api_error")
+    raise GatewayError(last_error.status, message, "api_error")
+
+
+def _attempt_failed(ctx: RequestContext, target: Target, reason: str) -> None:
+    log.info(
+        "upstream attempt failed",
+        request_id=ctx.request_id,
+        group=ctx.group,
+        target=target.name,
+        attempt=ctx.attempts,
+        reason=reason,
+    )

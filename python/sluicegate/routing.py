@@ -1,7 +1,15 @@
-"""Which targets of a group may serve a request, and in what order to try them."""
+"""Which targets of a group may serve a request, and in what order to try them.
+
+`eligible_targets` filters by what the request needs (images, tools) before any strategy runs,
+so a request is never sent to a target that cannot serve it. `attempt_order` ranks what is
+left by the group's strategy and leaves out targets whose circuit is open; the failover loop in
+relay.py then walks that list.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 import time
 
@@ -9,61 +17,106 @@ from .errors import GatewayError
 from .health import health_of
 from .snapshot import Group, Target
 
+# The latency strategy sends this share of requests to the runner-up first, so a target that
+# was slow once is measured again instead of being written off for good.
+LATENCY_EXPLORE = 0.05
+
 _rng = random.Random()
 
 
 def eligible_targets(group: Group, image_count: int, has_tools: bool) -> list[Target]:
-    """Targets that can serve this request; a clear 400 when none can."""
+    """Targets that can serve this request; a 400 naming the group and what is missing when none can."""
     targets = group.targets
     if not targets:
-        raise GatewayError(503, f"model group '{group.name}' has no available target", "api_error")
-    if image_count:
-        targets = [t for t in targets if "image" in t.modalities]
-        if not targets:
-            raise GatewayError(
-                400,
-                f"model group '{group.name}' has no target that accepts image input"
-                f" (the request carries {image_count} image{'s' if image_count != 1 else ''})",
-            )
-    if has_tools:
-        with_tools = [t for t in targets if t.supports_tools]
-        if not with_tools:
-            raise GatewayError(400, f"model group '{group.name}' has no target that supports tools")
-        targets = with_tools
-    return targets
+        raise GatewayError(
+            503, f"model group '{group.name}' has no available target (its providers are not configured)"
+        )
+    if not image_count and not has_tools:
+        return targets
+    fit = [
+        t
+        for t in targets
+        if (not image_count or "image" in t.modalities) and (not has_tools or t.supports_tools)
+    ]
+    if fit:
+        return fit
+    images = f"{image_count} image{'s' if image_count != 1 else ''}"
+    any_image = any("image" in t.modalities for t in targets)
+    any_tools = any(t.supports_tools for t in targets)
+    if image_count and not any_image:
+        missing = (
+            f"no target that accepts image input: the request carries {images} and no target"
+            " of the group lists 'image' in its input_modalities"
+        )
+    elif has_tools and not any_tools:
+        missing = (
+            "no target that supports tools: the request defines tools and every target of the"
+            " group has supports_tools: false"
+        )
+    else:
+        missing = (
+            f"no target that both accepts image input and supports tools: the request carries"
+            f" {images} and defines tools"
+        )
+    raise GatewayError(400, f"model group '{group.name}' has {missing}", "invalid_request_error")
 
 
-def _weighted_order(targets: list[Target]) -> list[Target]:
-    pool = list(targets)
-    out: list[Target] = []
-    while pool:
-        total = sum(t.weight for t in pool)
-        pick = _rng.random() * total
-        for i, t in enumerate(pool):
-            pick -= t.weight
-            if pick <= 0 or i == len(pool) - 1:
-                out.append(pool.pop(i))
-                break
-    return out
+def _weighted_random(targets: list[Target]) -> list[Target]:
+    """All targets, in a random order where each place goes to a target with odds by weight."""
+    # Exponential race (Efraimidis-Spirakis): sort by u^(1/w), largest first.
+    return sorted(targets, key=lambda t: _rng.random() ** (1.0 / t.weight), reverse=True)
 
 
-def attempt_order(group: Group, targets: list[Target]) -> list[Target]:
-    """Order of attempts by the group's strategy, with open circuits left out.
+def _affinity_score(session: str, target: Target) -> float:
+    digest = hashlib.blake2b(f"{session}\x00{target.name}".encode(), digest_size=8).digest()
+    u = (int.from_bytes(digest, "big") + 0.5) / 2.0**64  # in (0, 1)
+    return -target.weight / math.log(u)
 
-    When every eligible target is open the one whose cool-down ends first is still tried:
+
+def _weighted_by_session(targets: list[Target], session: str) -> list[Target]:
+    """Weighted rendezvous hashing: the same order for the same session in every worker and
+    replica, and across sessions each target comes first with odds by weight."""
+    return sorted(targets, key=lambda t: _affinity_score(session, t), reverse=True)
+
+
+def _latency_key(target: Target) -> tuple[bool, float]:
+    ewma = health_of(target.name).ttfb_ewma
+    return (ewma is not None, ewma or 0.0)
+
+
+def strategy_order(group: Group, targets: list[Target], session: str | None = None) -> list[Target]:
+    """`targets` ranked by the group's strategy (circuit state not considered)."""
+    if len(targets) < 2:
+        return list(targets)
+    strategy = group.strategy
+    if strategy == "weighted":
+        return _weighted_by_session(targets, session) if session else _weighted_random(targets)
+    if strategy == "least_inflight":
+        # Ties (commonly: all idle) are broken by weight, so idle targets share the load.
+        return sorted(_weighted_random(targets), key=lambda t: health_of(t.name).inflight)
+    if strategy == "latency":
+        # Unmeasured targets first, so each one gets measured; then fastest first.
+        ranked = sorted(targets, key=_latency_key)
+        if health_of(ranked[0].name).ttfb_ewma is not None and _rng.random() < LATENCY_EXPLORE:
+            ranked[0], ranked[1] = ranked[1], ranked[0]
+        return ranked
+    return list(targets)  # priority: as listed
+
+
+def attempt_order(
+    group: Group, targets: list[Target], session: str | None = None, now: float | None = None
+) -> list[Target]:
+    """Targets to try, in order, at most the group's `max_attempts`, with open circuits (and
+    half-open ones already being probed) left out.
+
+    `session` (Claude Code's `x-claude-code-session-id`) keeps a conversation on one target under
+    the weighted strategy, so its prompt cache stays warm and its thinking signatures stay valid.
+    When every eligible target is open, the one whose cool-down ends first is still tried:
     answering late beats refusing outright.
     """
-    if len(targets) > 1:
-        strategy = group.strategy
-        if strategy == "weighted":
-            targets = _weighted_order(targets)
-        elif strategy == "least_inflight":
-            targets = sorted(targets, key=lambda t: health_of(t.name).inflight)
-        elif strategy == "latency":
-            # Unmeasured targets first, so each one gets measured.
-            targets = sorted(targets, key=lambda t: health_of(t.name).ttfb_ewma or 0.0)
-    now = time.monotonic()
-    available = [t for t in targets if health_of(t.name).available(now)]
+    ranked = strategy_order(group, targets, session)
+    now = time.monotonic() if now is None else now
+    available = [t for t in ranked if health_of(t.name).selectable(now)]
     if not available:
-        available = [min(targets, key=lambda t: health_of(t.name).open_until)]
+        available = [min(ranked, key=lambda t: health_of(t.name).open_until)]
     return available[: group.max_attempts]
