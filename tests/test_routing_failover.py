@@ -10,6 +10,8 @@ from typing import Any
 
 import anthropic
 import httpx
+import openai
+import pytest
 from conftest import GatewayProcess
 from fakes import Close, FakeUpstream, RefusingPort, Send, Sleep, StallsBeforeFirstByte, Status
 from fakes import anthropic as fa
@@ -366,3 +368,61 @@ def test_conversation_with_thinking_fails_over_to_an_openai_format_target(gatewa
         assistant = next(m for m in sent.json["messages"] if m["role"] == "assistant")
         assert assistant["reasoning_content"] == "the plan was X" and assistant["content"] == "answer"
         assert signature.encode() not in sent.body and b"signature" not in sent.body
+
+
+def test_translated_streams_breaking_before_their_first_event_fail_over(gateway_factory: Any) -> None:
+    """The same held-back head on the translating paths (OpenAI client to an Anthropic target,
+    Anthropic client to an OpenAI-format target), where the translator itself would have emitted
+    an error event at end of stream."""
+    with (
+        FakeUpstream("a-breaks") as a_breaks,
+        FakeUpstream("o-breaks") as o_breaks,
+        FakeUpstream("good") as good,
+    ):
+        a_breaks.script(lambda _r: [Status(200, fa.SSE_HEADERS), Close()])
+        o_breaks.script(lambda _r: [Status(200, [("content-type", "text/event-stream")]), Close()])
+        cfg = {
+            "providers": {
+                "a_breaks": {"type": "anthropic", "base_url": a_breaks.base_url, "api_key": "sk"},
+                "o_breaks": {"type": "openai", "base_url": o_breaks.base_url + "/v1"},
+                "good": {"type": "anthropic", "base_url": good.base_url, "api_key": "sk"},
+            },
+            "models": {
+                "to-anthropic": {"targets": [{"provider": "a_breaks"}, {"provider": "good"}]},
+                "to-openai": {"targets": [{"provider": "o_breaks"}, {"provider": "good"}]},
+            },
+            "keys": [{"name": "k", "token": "sg-k"}],
+        }
+        gw: GatewayProcess = gateway_factory(cfg)
+        oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="sg-k", max_retries=0)
+        chunks = oai.chat.completions.create(
+            model="to-anthropic", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Hello from fake upstream"
+        assert len(a_breaks.requests) == 1 and len(good.requests) == 1
+
+        sdk = anthropic.Anthropic(base_url=gw.url, api_key="sg-k", max_retries=0)
+        with sdk.messages.stream(
+            model="to-openai", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        ) as s:
+            assert "".join(s.text_stream) == "Hello from fake upstream"
+        assert len(o_breaks.requests) == 1 and len(good.requests) == 2
+
+
+def test_client_leaving_while_the_head_is_held_back_closes_the_upstream(gateway_factory: Any) -> None:
+    with FakeUpstream("slow") as slow, FakeUpstream("good") as good:
+        slow.script(lambda _r: [Status(200, fa.SSE_HEADERS), Sleep(10), *fa.sse_response()[1:]])
+        patient = {"connect_s": 1, "first_byte_s": 5, "idle_s": 30}
+        gw: GatewayProcess = gateway_factory(
+            config([("slow", slow.base_url), ("good", good.base_url)], timeouts=patient)
+        )
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(gw.url + "/v1/messages", json={**MSG, "stream": True}, headers=HEADERS, timeout=0.5)
+        left = time.monotonic()
+        gone = slow.wait_for_disconnect(0, timeout=5)
+        assert gone - left < 1.0
+        time.sleep(0.3)
+        rec = gw.access_records()[-1]
+        assert rec["client_disconnected"] is True and rec["attempts"] == 1
+        assert len(good.requests) == 0

@@ -100,6 +100,19 @@ def test_abandoned_or_lost_probe_frees_the_slot() -> None:
     assert h.claim(10.0 + PROBE_TIMEOUT_S + 1)  # a probe that never reported back
 
 
+def test_an_attempt_that_is_not_the_probe_leaves_the_probe_slot_alone() -> None:
+    h = TargetHealth("a")
+    for _ in range(FAILURES_TO_OPEN):
+        h.failure("timeout", now=0.0)
+    assert h.claim(BASE_COOLDOWN_S)
+    # A forced attempt (every target open or probed) fails meanwhile: counted, but the probe
+    # keeps its slot and the cool-down is not doubled on its account.
+    h.failure("timeout", now=BASE_COOLDOWN_S, probe=False)
+    assert h.probing and h.cooldown_s == BASE_COOLDOWN_S
+    h.failure("timeout", now=BASE_COOLDOWN_S + 1, probe=True)
+    assert not h.probing and h.cooldown_s == 2 * BASE_COOLDOWN_S
+
+
 def test_retry_after_alone_opens_for_exactly_that_long() -> None:
     h = TargetHealth("a")
     h.failure("status 429", retry_after_s=2.0, now=50.0)

@@ -109,13 +109,21 @@ class TargetHealth:
         self.cooldown_s = BASE_COOLDOWN_S
         self.probing = False
 
-    def failure(self, reason: str, retry_after_s: float | None = None, now: float | None = None) -> None:
+    def failure(
+        self,
+        reason: str,
+        retry_after_s: float | None = None,
+        now: float | None = None,
+        probe: bool | None = None,
+    ) -> None:
+        """`probe`: whether this attempt was the half-open probe (None: whoever holds the slot)."""
         now = time.monotonic() if now is None else now
         self.consecutive_failures += 1
         self.failures_total += 1
         self.last_failure = reason
-        was_probe = self.probing
-        self.probing = False
+        was_probe = self.probing if probe is None else probe
+        if was_probe:
+            self.probing = False
         if was_probe:
             self.cooldown_s = min(self.cooldown_s * 2, MAX_COOLDOWN_S)
         tripped = was_probe or self.consecutive_failures >= FAILURES_TO_OPEN

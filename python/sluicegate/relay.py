@@ -267,8 +267,9 @@ async def _failover(
     last_target: Target | None = None
     deadline_hit = False
 
-    async def attempt(target: Target) -> bool:
-        """True when the client has been answered; False to go on with the next target."""
+    async def attempt(target: Target, probe: bool) -> bool:
+        """True when the client has been answered; False to go on with the next target.
+        `probe`: this attempt holds the target's half-open probe slot."""
         nonlocal last_response, response_target, last_error, last_target, deadline_hit
         ctx.target = target.name
         ctx.upstream_model = target.upstream_model or ctx.requested_model
@@ -283,7 +284,8 @@ async def _failover(
             # returned unmodified below, after the breaker has seen it.
             await send(target, True)
         except RetryableResponse as resp:
-            health.failure(f"status {resp.status}", parse_retry_after(_header(resp.headers, "retry-after")))
+            retry_after = parse_retry_after(_header(resp.headers, "retry-after"))
+            health.failure(f"status {resp.status}", retry_after, probe=probe)
             last_response, response_target = resp, target
             _attempt_failed(ctx, target, f"status {resp.status}")
             return False
@@ -296,13 +298,15 @@ async def _failover(
             ):
                 # Cut short by the group's deadline, not by the target's own limits.
                 deadline_hit = True
-                health.abandon()
+                if probe:
+                    health.abandon()
             else:
-                health.failure(exc.kind)
+                health.failure(exc.kind, probe=probe)
             _attempt_failed(ctx, target, exc.kind)
             return False
         except BaseException:
-            health.abandon()
+            if probe:
+                health.abandon()
             raise
         finally:
             health.inflight -= 1
@@ -310,11 +314,12 @@ async def _failover(
                 ctx.ttfb = None
         error = ctx.error_type
         if error is not None and error.startswith("stream_"):
-            health.failure(error)  # answered, then broke: not retried, but it counts
+            health.failure(error, probe=probe)  # answered, then broke: not retried, but it counts
         elif ctx.status in RETRYABLE_STATUSES:
-            health.failure(f"status {ctx.status}")
+            health.failure(f"status {ctx.status}", probe=probe)
         elif ctx.ttfb is None:
-            health.abandon()  # the client left before the upstream said anything
+            if probe:
+                health.abandon()  # the client left before the upstream said anything
         else:
             health.success(ctx.ttfb - (began - ctx.t0))
         return True
@@ -324,13 +329,17 @@ async def _failover(
         if attempted and deadline is not None and time.monotonic() >= deadline:
             deadline_hit = True
             break
-        if not health_of(target.name).claim(time.monotonic()):
+        health = health_of(target.name)
+        now = time.monotonic()
+        half_open = health.state_at(now) == "half_open"
+        if not health.claim(now):
             continue  # another request is probing it right now
         attempted = True
-        if await attempt(target):
+        if await attempt(target, probe=half_open):
             return
-    # Every target is being probed by other requests: answering late beats refusing outright.
-    if not attempted and targets and await attempt(targets[0]):
+    # Every target is open or being probed by other requests: answering late beats refusing
+    # outright. This attempt is not the probe; its outcome still counts.
+    if not attempted and targets and await attempt(targets[0], probe=False):
         return
 
     if last_response is not None and response_target is not None:
