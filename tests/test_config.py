@@ -164,3 +164,15 @@ def test_cli_exit_codes_and_output(tmp_path: Path) -> None:
     )
     assert res.returncode == 1
     assert "models.big-coder.targets[0].provider: unknown provider 'antropic'" in res.stderr
+
+
+def test_timeouts_layer_provider_group_target(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    aliases: [sonnet",
+        "    timeouts: {first_byte_s: 30, idle_s: 20}\n    aliases: [sonnet",
+    ).replace(
+        "        model: claude-sonnet-4-6", "        model: claude-sonnet-4-6\n        timeouts: {idle_s: 5}"
+    )
+    compiled = compile_file(write(tmp_path, text))
+    t = compiled["groups"]["big-coder"]["targets"][0]["timeouts"]
+    assert t == {"connect_s": 10.0, "first_byte_s": 30.0, "idle_s": 5.0, "total_s": None}

@@ -112,10 +112,6 @@ def _wait(cond: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.xfail(
-    reason="app.py and chat.py do not pass ctx.session_id to attempt_order yet (a two-line change)",
-    strict=False,
-)
 def test_weighted_keeps_each_session_on_one_target(
     gateway_factory: Any, two: tuple[FakeUpstream, FakeUpstream]
 ) -> None:

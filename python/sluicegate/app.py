@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import _native, log
+from . import _native, health, log
 from .chat import chat_completions
 from .context import RequestContext
 from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
@@ -45,6 +45,10 @@ class Gateway:
         from .services import Services
 
         self.services = Services(snap)
+        # Breaker state of targets a reload removed is dropped with them.
+        self.state.hooks.append(
+            lambda new: health.forget({t.name for g in new.groups.values() for t in g.targets})
+        )
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.state.reload)
         watch_s = float(os.environ.get("SLUICEGATE_WATCH_S") or 0)
@@ -182,7 +186,8 @@ class Gateway:
             if not key.may_use(gname):
                 raise GatewayError(403, f"this key may not use model group '{gname}'", "permission_error")
             group = snap.groups[gname]
-            targets = attempt_order(group, eligible_targets(group, info.image_count, info.has_tools))
+            eligible = eligible_targets(group, info.image_count, info.has_tools)
+            targets = attempt_order(group, eligible, ctx.session_id)
             if self.services is not None:
                 await self.services.admit(ctx, key, gname)
             qs = scope.query_string

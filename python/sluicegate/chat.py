@@ -64,7 +64,8 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
         if not key.may_use(gname):
             raise GatewayError(403, f"this key may not use model group '{gname}'")
         group = snap.groups[gname]
-        targets = attempt_order(group, eligible_targets(group, info.image_count, info.has_tools))
+        eligible = eligible_targets(group, info.image_count, info.has_tools)
+        targets = attempt_order(group, eligible, ctx.session_id)
         if gw.services is not None:
             await gw.services.admit(ctx, key, gname)
         client_headers = headers.items()

@@ -114,7 +114,10 @@ class _Compiler:
                 if prov is None:
                     self.err((*at, "provider"), f"unknown provider '{t.provider}'")
                     continue
+                # Provider, then group, then target: each level overrides only what it names.
                 timeouts = dict(prov["timeouts"])
+                if g.timeouts is not None:
+                    timeouts.update(g.timeouts.model_dump(exclude_unset=True))
                 if t.timeouts is not None:
                     timeouts.update(t.timeouts.model_dump(exclude_unset=True))
                 targets.append(

@@ -22,7 +22,7 @@ import orjson
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
-HEALTH_STATES = ("healthy", "open", "half_open")
+HEALTH_STATES = ("closed", "open", "half_open")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

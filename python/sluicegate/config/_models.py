@@ -91,6 +91,7 @@ class Group(_Strict):
     strategy: Literal["priority", "weighted", "least_inflight", "latency"] = "priority"
     max_attempts: int = Field(3, ge=1, le=20)
     deadline_s: float | None = Field(None, gt=0)
+    timeouts: Timeouts | None = None
 
 
 class Key(_Strict):
