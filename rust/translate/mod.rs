@@ -30,6 +30,11 @@ pub trait StreamTranslator: Send {
     fn finish(&mut self, complete: bool, out: &mut Vec<u8>);
     fn usage(&self) -> Usage;
     fn stop_reason(&self) -> Option<&str>;
+    /// Whether the translator ended the client's stream with an error event (an upstream
+    /// error chunk, or a body that ended before the response was complete).
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 mod borrowed;

@@ -41,7 +41,7 @@ pub fn anthropic_request_to_openai(
     for (i, m) in input.iter().enumerate() {
         convert_message(m, i, opts, &mut messages)?;
     }
-    out.insert("messages".into(), Value::Array(messages));
+    out.insert("messages".into(), Value::Array(merge_user_runs(messages)));
 
     let tools = convert_tools(req.get("tools"))?;
     let has_tools = !tools.is_empty();
@@ -82,17 +82,29 @@ pub fn anthropic_request_to_openai(
     Ok(to_bytes(&Value::Object(out)))
 }
 
-/// The system prompt as one string: a string as is, text blocks joined by blank lines.
+/// The attribution line Claude Code puts first in its system prompt. Its `cch=` part changes
+/// on every request, so at the very start of the prompt it defeats the prefix (KV) cache of
+/// every self-hosted server, and it means nothing to a model: it is left out.
+const BILLING_HEADER: &str = "x-anthropic-billing-header:";
+
+/// The system prompt as one string: a string as is, text blocks joined by blank lines; the
+/// billing attribution line left out.
 fn system_text(system: &Value) -> Result<String, String> {
     match system {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => {
+            if s.starts_with(BILLING_HEADER) {
+                let rest = s.split_once('\n').map_or("", |(_, rest)| rest);
+                return Ok(rest.trim_start_matches('\n').to_owned());
+            }
+            Ok(s.clone())
+        }
         Value::Array(blocks) => {
             let mut parts = Vec::new();
             for b in blocks {
                 match b.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         if let Some(t) = b.get("text").and_then(Value::as_str) {
-                            if !t.is_empty() {
+                            if !t.is_empty() && !t.starts_with(BILLING_HEADER) {
                                 parts.push(t);
                             }
                         }
@@ -123,9 +135,78 @@ fn convert_message(
     match role {
         "user" => convert_user(content, i, opts, out),
         "assistant" => convert_assistant(content, i, opts, out),
+        "system" => {
+            convert_system_message(content, out);
+            Ok(())
+        }
         other => Err(format!(
-            "messages.{i}.role: {other:?} is not \"user\" or \"assistant\""
+            "messages.{i}.role: {other:?} is not \"user\", \"assistant\" or \"system\""
         )),
+    }
+}
+
+/// A system message inside `messages` (Claude Code sends its environment block this way) as
+/// user text in `<system-reminder>` tags, the form Claude Code's own prompt tells the model
+/// the system adds context in. Chat templates differ on a system message that is not first:
+/// many render it, some move it to the top, some (Mistral's, Gemma's) refuse the request;
+/// user text every template takes. Non-text blocks have nothing to say here.
+fn convert_system_message(content: &Value, out: &mut Vec<Value>) {
+    let text = match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        _ => String::new(),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    let wrapped = if text.starts_with("<system-reminder>") {
+        text.to_owned()
+    } else {
+        format!("<system-reminder>\n{text}\n</system-reminder>")
+    };
+    out.push(json!({"role": "user", "content": wrapped}));
+}
+
+/// Consecutive user messages as one: Anthropic allows them (and a folded system message makes
+/// them), while templates that insist on alternating roles refuse them.
+fn merge_user_runs(messages: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::with_capacity(messages.len());
+    for m in messages {
+        let is_user = m.get("role").and_then(Value::as_str) == Some("user");
+        match out.last_mut() {
+            Some(prev) if is_user && prev.get("role").and_then(Value::as_str) == Some("user") => {
+                if let Some(slot) = prev.get_mut("content") {
+                    let b = m.get("content").cloned().unwrap_or_default();
+                    *slot = join_content(slot.take(), b);
+                }
+            }
+            _ => out.push(m),
+        }
+    }
+    out
+}
+
+/// Two user contents as one: strings joined by a blank line, otherwise parts concatenated.
+fn join_content(a: Value, b: Value) -> Value {
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => Value::String(format!("{a}\n\n{b}")),
+        (a, b) => {
+            let parts = |v: Value| match v {
+                Value::Array(p) => p,
+                Value::String(s) => vec![json!({"type": "text", "text": s})],
+                _ => Vec::new(),
+            };
+            let mut joined = parts(a);
+            joined.extend(parts(b));
+            Value::Array(joined)
+        }
     }
 }
 

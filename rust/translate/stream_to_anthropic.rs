@@ -158,6 +158,7 @@ pub(crate) struct OpenAiToAnthropic {
     stop_reason: Option<&'static str>,
     usage: Usage,
     usage_seen: bool,
+    failed: bool,
 }
 
 impl OpenAiToAnthropic {
@@ -177,6 +178,7 @@ impl OpenAiToAnthropic {
             stop_reason: None,
             usage: Usage::default(),
             usage_seen: false,
+            failed: false,
         }
     }
 
@@ -216,6 +218,7 @@ impl OpenAiToAnthropic {
         out.extend_from_slice(b"}}");
         end_frame(out);
         self.done = true;
+        self.failed = true;
     }
 
     // ---- blocks ----
@@ -640,5 +643,9 @@ impl StreamTranslator for OpenAiToAnthropic {
 
     fn stop_reason(&self) -> Option<&str> {
         self.stop_reason
+    }
+
+    fn failed(&self) -> bool {
+        self.failed
     }
 }

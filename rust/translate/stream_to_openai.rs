@@ -106,6 +106,7 @@ pub(crate) struct AnthropicToOpenAi {
     finish_sent: bool,
     finish_reason: Option<&'static str>,
     usage: Usage,
+    failed: bool,
 }
 
 impl AnthropicToOpenAi {
@@ -121,6 +122,7 @@ impl AnthropicToOpenAi {
             finish_sent: false,
             finish_reason: None,
             usage: Usage::default(),
+            failed: false,
         }
     }
 
@@ -259,6 +261,7 @@ impl AnthropicToOpenAi {
         out.extend_from_slice(b",\"param\":null,\"code\":null}}");
         end_frame(out);
         self.done = true;
+        self.failed = true;
     }
 
     fn block_start(&mut self, ev: &Event<'_>, out: &mut Vec<u8>) {
@@ -408,5 +411,9 @@ impl StreamTranslator for AnthropicToOpenAi {
 
     fn stop_reason(&self) -> Option<&str> {
         self.finish_reason
+    }
+
+    fn failed(&self) -> bool {
+        self.failed
     }
 }

@@ -97,7 +97,7 @@ fn claude_code_request_to_vllm() {
     let expected = json!({
         "model": "qwen3-coder",
         "messages": [
-            {"role": "system", "content": "x-anthropic-billing-header: cc_version=2.1.330.7ba; cc_entrypoint=sdk-cli;\n\nYou are a Claude agent.\n\nCWD: /work"},
+            {"role": "system", "content": "You are a Claude agent.\n\nCWD: /work"},
             {"role": "user", "content": "<system-reminder>ctx</system-reminder>\n\nList files, then show the screenshot."},
             {"role": "assistant", "content": "Listing.", "reasoning": "I should run ls.", "reasoning_content": "I should run ls.", "tool_calls": [
                 {"id": "toolu_01A", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"ls\",\"description\":\"List files\"}"}},
@@ -301,7 +301,7 @@ fn bad_anthropic_requests_are_errors() {
         ("[]", "JSON object"),
         (r#"{"model":"m"}"#, "messages"),
         (
-            r#"{"messages":[{"role":"system","content":"x"}]}"#,
+            r#"{"messages":[{"role":"tool","content":"x"}]}"#,
             "messages.0.role",
         ),
         (
@@ -523,5 +523,86 @@ fn images_a_server_cannot_take_become_a_note() {
     assert_eq!(
         out["messages"][2]["content"][0]["image_url"]["url"],
         "data:image/gif;base64,R0lGOD"
+    );
+}
+
+#[test]
+fn billing_attribution_line_is_left_out_of_the_system_prompt() {
+    let opts = TranslateOptions::new(Flavor::Llamacpp, "", false);
+    let system = |s: Value| {
+        let req =
+            json!({"model": "m", "system": s, "messages": [{"role": "user", "content": "hi"}]});
+        let out = anthropic_request_to_openai(req.to_string().as_bytes(), "m", &opts).unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        out["messages"][0].clone()
+    };
+    let line = "x-anthropic-billing-header: cc_version=2.1.37.0d9; cc_entrypoint=cli; cch=fa690;";
+    assert_eq!(
+        system(json!(format!("{line}\nYou are Claude Code."))),
+        json!({"role": "system", "content": "You are Claude Code."})
+    );
+    // Alone, it leaves no system message at all.
+    assert_eq!(
+        system(json!([{"type": "text", "text": line}])),
+        json!({"role": "user", "content": "hi"})
+    );
+    // Only a leading attribution line goes; the words elsewhere stay.
+    let kept = "Mention x-anthropic-billing-header: if asked.";
+    assert_eq!(
+        system(json!([{"type": "text", "text": kept}])),
+        json!({"role": "system", "content": kept})
+    );
+}
+
+#[test]
+fn system_messages_inside_messages_become_user_text() {
+    // Claude Code (without --bare) sends its environment block as a system message after the
+    // first user message.
+    let req = json!({"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"}, {"type": "text", "text": "hi"}]},
+        {"role": "system", "content": [{"type": "text", "text": "# Environment\n - cwd: /w", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "assistant", "content": "hello"},
+        {"role": "system", "content": "<system-reminder>already wrapped</system-reminder>"},
+        {"role": "system", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "look"},
+            {"type": "image", "source": {"type": "url", "url": "https://x/z.png"}},
+        ]},
+    ]});
+    let out = to_openai(&req, Flavor::Generic, false);
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"role": "user", "content": "<system-reminder>ctx</system-reminder>\n\nhi\n\n<system-reminder>\n# Environment\n - cwd: /w\n</system-reminder>"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>already wrapped</system-reminder>"},
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://x/z.png"}},
+            ]},
+        ])
+    );
+}
+
+#[test]
+fn consecutive_user_turns_are_merged() {
+    let req = json!({"model": "m", "messages": [
+        {"role": "user", "content": "one"},
+        {"role": "user", "content": [{"type": "text", "text": "two"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "A", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}]},
+        {"role": "user", "content": "after the result"},
+    ]});
+    let out = to_openai(&req, Flavor::Generic, false);
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"role": "user", "content": "one\n\ntwo"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "A", "arguments": "{}"}},
+            ]},
+            {"role": "tool", "tool_call_id": "t1", "content": "r"},
+            {"role": "user", "content": "after the result"},
+        ])
     );
 }

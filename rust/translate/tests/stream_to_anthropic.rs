@@ -563,6 +563,7 @@ fn error_in_the_stream() {
         assert_eq!(e["error"]["message"], message);
         assert!(!m.stopped);
         assert_eq!(m.names.last().map(String::as_str), Some("error"));
+        assert!(t.failed());
     }
 }
 
@@ -588,10 +589,12 @@ fn truncated_stream() {
     assert_eq!(m.error.unwrap()["error"]["type"], "api_error");
     assert!(!m.stopped);
     // The body ends "cleanly" but no finish_reason ever came: still not a whole answer.
+    assert!(t.failed());
     let mut t = translator(2, true);
     let out = run(t.as_mut(), &[chunk(json!({"content": "Hal"}))], Some(true));
     let m = check_anthropic(&out);
     assert!(m.error.is_some() && !m.stopped);
+    assert!(t.failed());
     // Cut inside a tool call: no message_stop, so the client cannot run a half call.
     let mut t = translator(2, true);
     let out = run(
@@ -613,6 +616,7 @@ fn finish_after_message_stop_adds_nothing() {
     );
     assert_eq!(run(t.as_mut(), &[], Some(true)), "");
     assert_eq!(run(t.as_mut(), &[], Some(false)), "");
+    assert!(!t.failed());
 }
 
 #[test]

@@ -291,6 +291,7 @@ fn truncated_stream_ends_with_an_error_chunk() {
         let c = check_openai(&out);
         assert!(c.error.is_some() && !c.done);
         assert!(c.finish_reason.is_none());
+        assert!(t.failed());
     }
 }
 
@@ -307,6 +308,7 @@ fn finish_after_done_adds_nothing() {
         None,
     );
     assert_eq!(run(t.as_mut(), &[], Some(false)), "");
+    assert!(!t.failed());
 }
 
 #[test]

@@ -1,0 +1,317 @@
+"""OpenAI `/v1/chat/completions` to an OpenAI-compatible target (body passed through with only
+`model` rewritten, the stream relayed byte for byte, errors unmodified), the gateway's own
+errors in OpenAI's shape, and `GET /v1/models` read by both SDKs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from conftest import GatewayProcess
+from fakes import FakeUpstream, Status, json_response, split_every
+from fakes import openai as fo
+
+UPSTREAM_KEY = "sk-vllm-SECRET-321"
+TOKEN = "sg-pass-token"
+LIMITED = "sg-limited-token"
+
+
+def passthrough_config(base_url: str) -> dict[str, Any]:
+    return {
+        "providers": {
+            "vllm": {
+                "type": "openai",
+                "base_url": base_url + "/v1",
+                "api_key": UPSTREAM_KEY,
+                "flavor": "vllm",
+            },
+            "keyless": {"type": "openai", "base_url": base_url + "/v1", "flavor": "ollama"},
+        },
+        "models": {
+            "local-coder": {
+                "display_name": "Local coder",
+                "aliases": ["qwen-*", "gpt-4o-mini"],
+                "targets": [{"provider": "vllm", "model": "Qwen/Qwen3-Coder-30B"}],
+            },
+            "as-is": {"targets": [{"provider": "keyless"}]},
+            "private": {"targets": [{"provider": "vllm", "model": "private-model"}]},
+        },
+        "keys": [
+            {"name": "dev", "token": TOKEN, "models": ["*"]},
+            {"name": "limited", "token": LIMITED, "models": ["local-coder"]},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gw(up: FakeUpstream) -> Iterator[GatewayProcess]:
+    g = GatewayProcess(passthrough_config(up.base_url)).start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(up: FakeUpstream) -> None:
+    up.clear()
+    up.script(None)
+
+
+def client(gw: GatewayProcess, token: str = TOKEN) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+
+
+def post(gw: GatewayProcess, body: bytes, token: str | None = TOKEN, **headers: str) -> httpx.Response:
+    hdrs = {"content-type": "application/json", **headers}
+    if token is not None:
+        hdrs["authorization"] = f"Bearer {token}"
+    return httpx.post(gw.url + "/v1/chat/completions", content=body, headers=hdrs, timeout=30)
+
+
+USER: list[Any] = [{"role": "user", "content": "hi"}]
+
+
+# ---- pass-through --------------------------------------------------------------------------------
+
+
+def test_body_passes_through_with_only_model_rewritten(gw: GatewayProcess, up: FakeUpstream) -> None:
+    # Odd spacing, key order, escapes and fields the gateway knows nothing about.
+    body = (
+        b'{ "messages":[{"role":"user","content":"h\\u00e9llo \\ud83d\\ude00"}],\n  "model" :  "qwen-2.5",'
+        b'"logit_bias":{"50256":-100},"chat_template_kwargs":{"enable_thinking":false},"guided_json":{"type":"object"},'
+        b'"top_k":20,"min_p":0.05,"repetition_penalty":1.1,"n":2,"future_field_2030":[1,{"x":null}]}'
+    )
+    up.enqueue(fo.completion_response("ok", model="Qwen/Qwen3-Coder-30B"))
+    r = post(gw, body, **{"OpenAI-Organization": "org-x", "x-stainless-lang": "python"})
+    assert r.status_code == 200, r.text
+    (req,) = up.requests
+    assert (req.method, req.path) == ("POST", "/v1/chat/completions")
+    assert req.body == body.replace(b'"model" :  "qwen-2.5"', b'"model" :  "Qwen/Qwen3-Coder-30B"')
+    assert req.header_all("authorization") == [f"Bearer {UPSTREAM_KEY}"]
+    assert TOKEN not in req.head.decode("latin-1")
+    assert r.json()["choices"][0]["message"]["content"] == "ok"
+
+
+def test_model_unchanged_when_the_target_names_none(gw: GatewayProcess, up: FakeUpstream) -> None:
+    body = b'{"model":"as-is","messages":[{"role":"user","content":"x"}]}'
+    up.enqueue(fo.completion_response("ok"))
+    assert post(gw, body).status_code == 200
+    assert up.requests[0].body == body
+    assert up.requests[0].header("authorization") is None  # the provider has no api_key
+
+
+def test_whole_response_returned_unmodified(gw: GatewayProcess, up: FakeUpstream) -> None:
+    raw = json.dumps(fo.completion_json("answer", reasoning="thought")).encode() + b"\n"
+    up.enqueue(json_response(200, raw, {"x-upstream-thing": "kept"}))
+    r = post(gw, json.dumps({"model": "local-coder", "messages": USER}).encode())
+    assert r.status_code == 200 and r.content == raw
+
+
+def test_stream_relayed_byte_for_byte(gw: GatewayProcess, up: FakeUpstream) -> None:
+    calls = [fo.ToolCall("Bash", {"command": "ls -la ü"}, id="call_1", pieces=7)]
+    wire = b"".join(
+        fo.sse_stream(
+            "Running.",
+            reasoning="Think.",
+            tool_calls=calls,
+            usage={"prompt_tokens": 90, "completion_tokens": 33, "cached_tokens": 64},
+        )
+    )
+    # Upstream writes of 9 bytes: split lines and UTF-8 characters; the client still gets exactly the events.
+    up.enqueue([Status(200, fo.SSE_HEADERS), *split_every(wire, 9)])
+    mark = len(gw.access_records())
+    body = {
+        "model": "local-coder",
+        "messages": USER,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        got = b"".join(r.iter_raw())
+    assert got == wire
+    assert up.requests[0].json["stream_options"] == {"include_usage": True}
+    deadline = time.monotonic() + 5
+    while len(gw.access_records()) <= mark and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rec = gw.access_records()[-1]
+    assert rec["endpoint"] == "chat_completions" and rec["target"] == "vllm/Qwen/Qwen3-Coder-30B"
+    assert (rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"]) == (26, 33, 64)
+
+
+def test_stream_through_the_sdk(gw: GatewayProcess, up: FakeUpstream) -> None:
+    calls = [
+        fo.ToolCall("Bash", {"command": "ls"}, id="call_a", pieces=5),
+        fo.ToolCall("Read", {"file_path": "/x"}, id="call_b", pieces=1),
+    ]
+    up.enqueue(fo.sse_response("Two calls.", tool_calls=calls))
+    tools: Any = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+        for n in ("Bash", "Read")
+    ]
+    with client(gw).chat.completions.stream(model="gpt-4o-mini", messages=USER, tools=tools) as s:
+        final = s.get_final_completion()
+    msg = final.choices[0].message
+    assert msg.content == "Two calls."
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in msg.tool_calls or []] == [  # type: ignore[union-attr]
+        ("call_a", "Bash", {"command": "ls"}),
+        ("call_b", "Read", {"file_path": "/x"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers"),
+    [
+        (
+            400,
+            fo.error_json("'messages' must contain at least one message", "BadRequestError", None, "400"),
+            {},
+        ),
+        (
+            404,
+            {
+                "object": "error",
+                "message": "The model `x` does not exist.",
+                "type": "NotFoundError",
+                "code": 404,
+            },
+            {},
+        ),
+        (429, fo.error_json("Too many requests", "rate_limit_exceeded"), {"retry-after": "4"}),
+        (500, b"Internal Server Error", {"content-type": "text/plain"}),
+    ],
+    ids=["400", "404-vllm", "429", "500-text"],
+)
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_upstream_errors_unmodified(
+    gw: GatewayProcess, up: FakeUpstream, status: int, body: Any, headers: dict[str, str], stream: bool
+) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    up.enqueue(json_response(status, raw, headers))
+    r = post(gw, json.dumps({"model": "local-coder", "messages": USER, "stream": stream}).encode())
+    assert r.status_code == status
+    assert r.content == raw
+    for k, v in headers.items():
+        assert r.headers[k] == v
+
+
+# ---- the gateway's own errors in OpenAI's shape ------------------------------------------------------
+
+
+def test_gateway_errors_in_openai_shape_through_the_sdk(gw: GatewayProcess, up: FakeUpstream) -> None:
+    cases: list[tuple[Any, type[openai.APIStatusError], int, str]] = [
+        (
+            lambda: client(gw, "sg-wrong").chat.completions.create(model="local-coder", messages=USER),
+            openai.AuthenticationError,
+            401,
+            "invalid API key",
+        ),
+        (
+            lambda: client(gw, LIMITED).chat.completions.create(model="private", messages=USER),
+            openai.PermissionDeniedError,
+            403,
+            "may not use model group 'private'",
+        ),
+        (
+            lambda: client(gw).chat.completions.create(model="no-such-model", messages=USER),
+            openai.NotFoundError,
+            404,
+            "'no-such-model' is not served",
+        ),
+    ]
+    for call, cls, status, words in cases:
+        with pytest.raises(cls) as exc:
+            call()
+        err = exc.value
+        assert err.status_code == status
+        assert isinstance(err.body, dict) and set(err.body) == {"message", "type", "param", "code"}, err.body
+        assert words in err.body["message"]
+        assert err.response.headers["content-type"] == "application/json"
+    assert up.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "token", "status", "etype"),
+    [
+        (b'{"model":"local-coder","messages":[]}', None, 401, "authentication_error"),
+        (b'{"model":"local-coder","messages":', TOKEN, 400, "invalid_request_error"),
+        (b'{"messages":[{"role":"user","content":"x"}]}', TOKEN, 400, "invalid_request_error"),
+        (b"[1,2]", TOKEN, 400, "invalid_request_error"),
+    ],
+    ids=["missing-key", "bad-json", "no-model", "not-an-object"],
+)
+def test_gateway_errors_in_openai_shape_raw(
+    gw: GatewayProcess, up: FakeUpstream, body: bytes, token: str | None, status: int, etype: str
+) -> None:
+    r = post(gw, body, token=token)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert set(err) == {"error"} and set(err["error"]) == {"message", "type", "param", "code"}
+    assert err["error"]["type"] == etype and err["error"]["message"]
+    assert up.requests == []
+
+
+def test_other_paths_and_methods_answer_in_openai_shape(gw: GatewayProcess) -> None:
+    r = httpx.get(gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 405 and "error" in r.json() and "type" not in r.json()
+    r = httpx.post(gw.url + "/v1/completions", json={}, headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+# ---- GET /v1/models ------------------------------------------------------------------------------
+
+
+def test_models_list_read_by_the_openai_sdk(gw: GatewayProcess) -> None:
+    models = list(client(gw).models.list())
+    ids = [m.id for m in models]
+    assert set(ids) == {"local-coder", "gpt-4o-mini", "as-is", "private"}
+    assert all(m.object == "model" and m.owned_by and isinstance(m.created, int) for m in models)
+    limited = [m.id for m in client(gw, LIMITED).models.list()]
+    assert set(limited) == {"local-coder", "gpt-4o-mini"}
+    one = client(gw).models.list()
+    assert one.object == "list"  # type: ignore[attr-defined]
+
+
+def test_models_list_read_by_the_anthropic_sdk(gw: GatewayProcess) -> None:
+    c = anthropic.Anthropic(base_url=gw.url, api_key=TOKEN, max_retries=0)
+    page = c.models.list(limit=2)
+    assert [m.type for m in page.data] == ["model", "model"]
+    assert page.has_more is True and page.first_id == page.data[0].id
+    every = [m.id for m in c.models.list(limit=1000)]
+    assert set(every) == {"local-coder", "gpt-4o-mini", "as-is", "private"}
+    names = {m.id: m.display_name for m in c.models.list()}
+    assert names["local-coder"] == "Local coder"
+
+
+def test_image_to_a_text_only_target_is_refused_in_openai_shape(gw: GatewayProcess, up: FakeUpstream) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    with pytest.raises(openai.BadRequestError) as exc:
+        client(gw).chat.completions.create(
+            model="local-coder",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}],
+                }
+            ],
+        )
+    assert "image" in exc.value.message and exc.value.type == "invalid_request_error"
+    assert up.requests == []
