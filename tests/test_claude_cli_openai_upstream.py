@@ -237,3 +237,15 @@ def test_backend_context_length_error_lets_claude_code_compact(
     # After the 400: a summarizing request, then the conversation continues from the summary.
     later = [r.body.decode() for r in reqs[reqs.index(failed[0]) + 1 :]]
     assert any("continued from a previous conversation" in b for b in later)
+
+
+def test_server_answering_json_to_a_stream_costs_no_second_request(
+    gw: GatewayProcess, up: FakeUpstream, tmp_path: Path
+) -> None:
+    """A server that ignores `stream: true`: the gateway turns its one JSON body into events,
+    so Claude Code does not repeat the request without streaming."""
+    up.script(lambda req: fo.completion_response(PRINT_REPLY))
+    done = run_claude(gw.url, TOKEN, print_args("local-generic"), str(tmp_path), timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == PRINT_REPLY
+    assert_streaming_only(up, 1)

@@ -715,6 +715,46 @@ def test_image_to_a_text_only_target_is_refused_before_the_upstream(
     assert up.requests == []
 
 
+def test_whole_body_answer_to_a_streaming_request_becomes_events(
+    gw: GatewayProcess, up: FakeUpstream
+) -> None:
+    """A server that ignores `stream: true` and sends one JSON body: the client still gets the
+    event stream it asked for (Claude Code would otherwise repeat the request unstreamed)."""
+    reply = fo.completion_json(
+        "Use ls.",
+        reasoning="Short thought.",
+        tool_calls=[fo.ToolCall("Bash", TRICKY_INPUT, id="call_json")],
+        usage={"prompt_tokens": 50, "completion_tokens": 20, "cached_tokens": 10},
+    )
+    up.enqueue(json_response(200, reply))
+    frames = stream_frames(gw, {"model": "coder", "max_tokens": 100, "messages": USER, "tools": [BASH_TOOL]})
+    assert [d["content_block"]["type"] for n, d in frames if n == "content_block_start"] == [
+        "thinking",
+        "text",
+        "tool_use",
+    ]
+    up.enqueue(json_response(200, reply))
+    with client(gw).messages.stream(
+        model="coder",
+        max_tokens=100,
+        messages=USER,
+        tools=[BASH_TOOL],  # type: ignore[list-item]
+    ) as stream:
+        final = stream.get_final_message()
+    assert blocks_of(final) == [
+        {"type": "thinking", "thinking": "Short thought.", "signature": ""},
+        {"type": "text", "text": "Use ls."},
+        {"type": "tool_use", "id": "call_json", "name": "Bash", "input": TRICKY_INPUT},
+    ]
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens, final.usage.cache_read_input_tokens) == (
+        40,
+        20,
+        10,
+    )
+    assert len(up.requests) == 2 and all(r.json["stream"] is True for r in up.requests)
+
+
 # ---- reasoning and thinking ----------------------------------------------------------------------
 
 
