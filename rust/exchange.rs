@@ -138,6 +138,7 @@ impl Body {
         if let (true, Some(t)) = (self.stream, &mut self.translator) {
             let t = t.get_mut().unwrap_or_else(PoisonError::into_inner);
             self.tally.usage = t.usage();
+            self.tally.error_event |= t.failed();
             if t.stop_reason() != self.tally.stop_reason.as_deref() {
                 self.tally.stop_reason = t.stop_reason().map(str::to_owned);
             }

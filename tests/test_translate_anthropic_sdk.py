@@ -1205,11 +1205,6 @@ def test_stream_cut_short_is_an_error_event_without_message_stop(
         assert rec["error"] is not None
 
 
-@pytest.mark.xfail(
-    reason="the access log learns of a translator's own error event only through the exchange tally: "
-    "rust/exchange.rs sync_translator needs `self.tally.error_event |= t.failed();`",
-    strict=False,
-)
 def test_unfinished_stream_is_logged_as_an_error(gw: GatewayProcess, up: FakeUpstream) -> None:
     mark = log_mark(gw)
     up.enqueue([Status(200, fo.SSE_HEADERS), Send(fo.data_line(fo.chunk({"content": "half"})))])
