@@ -165,9 +165,12 @@ class Exchange:
 # Usage tuples are (input, output, cache_creation, cache_read), Anthropic's breakdown:
 # `input` excludes cached tokens (OpenAI's prompt_tokens = input + cache_creation + cache_read).
 
-def anthropic_request_to_openai(body: bytes, model: str, flavor: str, include_usage: bool) -> bytes:
+def anthropic_request_to_openai(
+    body: bytes, model: str, flavor: str, include_usage: bool, max_tokens_cap: int | None = None
+) -> bytes:
     """An Anthropic Messages request body as an OpenAI Chat Completions body for a server of `flavor`
     (vllm, ollama, llamacpp, lmstudio, sglang, generic), with `model` as the upstream model name.
+    `max_tokens_cap` bounds the `max_tokens` sent (for servers with small context windows).
 
     Built field by field from what such servers accept: cache_control, context_management,
     output_config, metadata, service_tier, container, mcp_servers, server tools (typed tools

@@ -223,7 +223,11 @@ class Gateway:
                     return None
                 try:
                     out = _native.anthropic_request_to_openai(
-                        body, target.upstream_model or model, target.flavor or "generic", target.include_usage
+                        body,
+                        target.upstream_model or model,
+                        target.flavor or "generic",
+                        target.include_usage,
+                        target.max_output_tokens,
                     )
                 except ValueError as exc:
                     raise GatewayError(

@@ -127,6 +127,7 @@ class _Compiler:
                         "model": t.model,
                         "input_modalities": list(t.input_modalities or DEFAULT_MODALITIES[prov["type"]]),
                         "supports_tools": t.supports_tools,
+                        "max_output_tokens": t.max_output_tokens,
                         "weight": t.weight,
                         "price": t.price.model_dump() if t.price else None,
                         "timeouts": timeouts,

@@ -38,6 +38,7 @@ class Target:
     idle_s: float
     total_s: float | None
     flavor: str | None = None
+    max_output_tokens: int | None = None
     include_usage: bool = True
     mock: dict[str, Any] | None = None
     origin: Origin | None = None
@@ -169,6 +170,7 @@ class Snapshot:
             total_s=to["total_s"],
             flavor=p["flavor"],
             include_usage=p["include_usage"],
+            max_output_tokens=t.get("max_output_tokens"),
             mock=p["mock"],
         )
         if p["type"] == "mock":

@@ -116,6 +116,9 @@ pub struct TranslateOptions {
     pub model: String,
     /// Ask for (OpenAI upstream) or send (OpenAI client) the final usage chunk of a stream.
     pub include_usage: bool,
+    /// Upper bound for `max_tokens` sent to the server (Claude Code asks for 32000, which a
+    /// server with a small context window refuses outright).
+    pub max_tokens_cap: Option<u64>,
 }
 
 impl TranslateOptions {
@@ -124,6 +127,7 @@ impl TranslateOptions {
             flavor,
             model: model.into(),
             include_usage,
+            max_tokens_cap: None,
         }
     }
 

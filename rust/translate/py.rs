@@ -32,16 +32,18 @@ fn translated<'py>(
 
 /// An Anthropic Messages request body as an OpenAI Chat Completions body for `flavor`.
 #[pyfunction]
-#[pyo3(name = "anthropic_request_to_openai")]
+#[pyo3(name = "anthropic_request_to_openai", signature = (body, model, flavor, include_usage, max_tokens_cap=None))]
 fn py_anthropic_request_to_openai<'py>(
     py: Python<'py>,
     body: &[u8],
     model: &str,
     flavor: &str,
     include_usage: bool,
+    max_tokens_cap: Option<u64>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let opts =
+    let mut opts =
         TranslateOptions::from_parts(flavor, "", include_usage).map_err(PyValueError::new_err)?;
+    opts.max_tokens_cap = max_tokens_cap;
     let out = anthropic_request_to_openai(body, model, &opts).map_err(PyValueError::new_err)?;
     Ok(PyBytes::new(py, &out))
 }

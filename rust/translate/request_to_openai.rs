@@ -53,6 +53,7 @@ pub fn anthropic_request_to_openai(
     }
 
     if let Some(n) = req.get("max_tokens").and_then(Value::as_u64) {
+        let n = opts.max_tokens_cap.map_or(n, |cap| n.min(cap));
         out.insert("max_tokens".into(), n.into());
     }
     for key in ["temperature", "top_p"] {

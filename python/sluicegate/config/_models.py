@@ -79,6 +79,9 @@ class Target(_Strict):
     model: str | None = None
     input_modalities: list[Modality] | None = None
     supports_tools: bool = True
+    # openai targets: cap the max_tokens sent (Claude Code asks for 32000; a server whose
+    # context window is smaller refuses such requests outright).
+    max_output_tokens: int | None = Field(None, ge=1)
     weight: float = Field(1.0, gt=0)
     price: Price | None = None
     timeouts: Timeouts | None = None
