@@ -19,12 +19,12 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import _native, health, log
+from .admission import admit_request
 from .chat import chat_completions
 from .context import RequestContext
 from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
 from .providers.mock import MockReply
 from .relay import forward, forward_with_failover
-from .routing import attempt_order, eligible_targets
 from .services import Services
 from .snapshot import KeyInfo, Snapshot, Target
 from .state import GatewayState
@@ -161,38 +161,11 @@ class Gateway:
         ctx = RequestContext(endpoint)
         snap = self.state.snapshot
         try:
-            if snap is None:
-                raise GatewayError(503, "gateway is starting: no config loaded yet")
-            headers = scope.headers
-            ctx.session_id = headers.get("x-claude-code-session-id")
-            ctx.agent_id = headers.get("x-claude-code-agent-id")
-            ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
-            key = ctx.key = self.authenticate(snap, headers)
-            body = await self.read_body(scope, proto, snap)
-            try:
-                info = _native.inspect_request(body)
-            except ValueError as exc:
-                raise GatewayError(400, f"invalid request body: {exc}") from None
-            model = info.model
-            if not model:
-                raise GatewayError(400, "model: a model name (string) is required")
-            ctx.requested_model = model
-            ctx.stream = info.stream and endpoint == "messages"
-            ctx.image_count = info.image_count
-            gname = snap.resolve(model)
-            if gname is None:
-                raise GatewayError(404, f"model '{model}' is not served by this gateway", "not_found_error")
-            ctx.group = gname
-            if not key.may_use(gname):
-                raise GatewayError(403, f"this key may not use model group '{gname}'", "permission_error")
-            group = snap.groups[gname]
-            eligible = eligible_targets(group, info.image_count, info.has_tools)
-            targets = attempt_order(group, eligible, ctx.session_id)
-            if self.services is not None:
-                await self.services.admit(ctx, key, gname)
+            a = await admit_request(self, ctx, scope, proto, snap)
+            body, info, model = a.body, a.info, a.model
             qs = scope.query_string
             path = upstream_path + "?" + qs if qs else upstream_path
-            client_headers = headers.items()
+            client_headers = scope.headers.items()
 
             async def send(target: Target, may_retry: bool) -> None:
                 if target.kind == "mock":
@@ -252,7 +225,7 @@ class Gateway:
                     transform_body=openai_body_to_anthropic(model),
                 )
 
-            await forward_with_failover(ctx, proto, targets, group.deadline_s, send)
+            await forward_with_failover(ctx, proto, a.targets, a.deadline_s, send)
         except GatewayError as exc:
             ctx.status = exc.status
             ctx.error_type = exc.kind

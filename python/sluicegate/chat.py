@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import _native, log
+from .admission import admit_request
 from .context import RequestContext
 from .errors import JSON_HEADERS, GatewayError, openai_error
 from .providers.mock import MockReply
 from .relay import forward, forward_with_failover
-from .routing import attempt_order, eligible_targets
 from .snapshot import Target
 from .translation import anthropic_body_to_openai
 
@@ -41,34 +41,9 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
     ctx = RequestContext("chat_completions")
     snap = gw.state.snapshot
     try:
-        if snap is None:
-            raise GatewayError(503, "gateway is starting: no config loaded yet")
-        headers = scope.headers
-        ctx.session_id = headers.get("x-claude-code-session-id")
-        key = ctx.key = gw.authenticate(snap, headers)
-        body = await gw.read_body(scope, proto, snap)
-        try:
-            info = _native.inspect_request(body)
-        except ValueError as exc:
-            raise GatewayError(400, f"invalid request body: {exc}") from None
-        model = info.model
-        if not model:
-            raise GatewayError(400, "model: a model name (string) is required")
-        ctx.requested_model = model
-        ctx.stream = info.stream
-        ctx.image_count = info.image_count
-        gname = snap.resolve(model)
-        if gname is None:
-            raise GatewayError(404, f"model '{model}' is not served by this gateway")
-        ctx.group = gname
-        if not key.may_use(gname):
-            raise GatewayError(403, f"this key may not use model group '{gname}'")
-        group = snap.groups[gname]
-        eligible = eligible_targets(group, info.image_count, info.has_tools)
-        targets = attempt_order(group, eligible, ctx.session_id)
-        if gw.services is not None:
-            await gw.services.admit(ctx, key, gname)
-        client_headers = headers.items()
+        a = await admit_request(gw, ctx, scope, proto, snap)
+        body, info, model = a.body, a.info, a.model
+        client_headers = scope.headers.items()
         include_usage = info.stream and _include_usage(body)
 
         async def send(target: Target, may_retry: bool) -> None:
@@ -77,8 +52,15 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
                 if target.upstream_model is not None and info.model_span is not None:
                     out = _native.replace_model(body, info.model_span, target.upstream_model)
                 return await forward(
-                    ctx, proto, target, "/chat/completions", client_headers, out,
-                    mode=_native.RELAY_OPENAI, api="openai", may_retry=may_retry,
+                    ctx,
+                    proto,
+                    target,
+                    "/chat/completions",
+                    client_headers,
+                    out,
+                    mode=_native.RELAY_OPENAI,
+                    api="openai",
+                    may_retry=may_retry,
                 )
             try:
                 out = _native.openai_request_to_anthropic(body, target.upstream_model or model)
@@ -87,20 +69,29 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
             if target.kind == "mock":
                 return await _mock(ctx, proto, target, model, info.stream, include_usage)
             return await forward(
-                ctx, proto, target, "/v1/messages", client_headers, out,
-                mode=_native.ANTHROPIC_TO_OPENAI, api="openai", may_retry=may_retry,
+                ctx,
+                proto,
+                target,
+                "/v1/messages",
+                client_headers,
+                out,
+                mode=_native.ANTHROPIC_TO_OPENAI,
+                api="openai",
+                may_retry=may_retry,
                 forward_client_headers=False,
                 options={"model": model, "flavor": "generic", "include_usage": include_usage},
                 transform_body=anthropic_body_to_openai(model),
             )
 
-        await forward_with_failover(ctx, proto, targets, group.deadline_s, send)
+        await forward_with_failover(ctx, proto, a.targets, a.deadline_s, send)
     except GatewayError as exc:
         ctx.status = exc.status
         ctx.error_type = exc.kind
         proto.response_bytes(exc.status, JSON_HEADERS + exc.headers, exc.body("openai"))
     except Exception as exc:  # never a traceback to the client
-        log.error("internal error", request_id=ctx.request_id, error=type(exc).__name__, detail=str(exc)[:300])
+        log.error(
+            "internal error", request_id=ctx.request_id, error=type(exc).__name__, detail=str(exc)[:300]
+        )
         if ctx.status == 0:
             ctx.status = 500
             ctx.error_type = "internal_error"

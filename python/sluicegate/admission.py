@@ -1,0 +1,62 @@
+"""The steps every model request takes before any upstream is chosen, for both API formats:
+key, body, model name, group, permission, eligible targets in attempt order, limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _native
+from .context import RequestContext
+from .errors import GatewayError
+from .routing import attempt_order, eligible_targets
+from .snapshot import KeyInfo, Snapshot, Target
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+
+@dataclass(slots=True)
+class Admitted:
+    key: KeyInfo
+    body: bytes
+    info: Any  # _native.RequestInfo
+    model: str
+    targets: list[Target]
+    deadline_s: float | None
+
+
+async def admit_request(
+    gw: Gateway, ctx: RequestContext, scope: Any, proto: Any, snap: Snapshot | None
+) -> Admitted:
+    """Raises GatewayError (rendered in the caller's API shape) when the request cannot go on."""
+    if snap is None:
+        raise GatewayError(503, "gateway is starting: no config loaded yet")
+    headers = scope.headers
+    ctx.session_id = headers.get("x-claude-code-session-id")
+    ctx.agent_id = headers.get("x-claude-code-agent-id")
+    ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+    key = ctx.key = gw.authenticate(snap, headers)
+    body = await gw.read_body(scope, proto, snap)
+    try:
+        info = _native.inspect_request(body)
+    except ValueError as exc:
+        raise GatewayError(400, f"invalid request body: {exc}") from None
+    model = info.model
+    if not model:
+        raise GatewayError(400, "model: a model name (string) is required")
+    ctx.requested_model = model
+    ctx.stream = info.stream and ctx.endpoint != "count_tokens"
+    ctx.image_count = info.image_count
+    gname = snap.resolve(model)
+    if gname is None:
+        raise GatewayError(404, f"model '{model}' is not served by this gateway", "not_found_error")
+    ctx.group = gname
+    if not key.may_use(gname):
+        raise GatewayError(403, f"this key may not use model group '{gname}'", "permission_error")
+    group = snap.groups[gname]
+    eligible = eligible_targets(group, info.image_count, info.has_tools)
+    targets = attempt_order(group, eligible, ctx.session_id)
+    if gw.services is not None:
+        await gw.services.admit(ctx, key, gname)
+    return Admitted(key, body, info, model, targets, group.deadline_s)
