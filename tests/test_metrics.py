@@ -53,7 +53,7 @@ def test_render_text_format() -> None:
     assert s["sluicegate_streams_in_flight"] == 1
     assert s['sluicegate_limiter_decisions_total{decision="rpm"}'] == 1
     assert s['sluicegate_target_health{target="anthropic",state="open"}'] == 1
-    assert s['sluicegate_target_health{target="anthropic",state="healthy"}'] == 0
+    assert s['sluicegate_target_health{target="anthropic",state="closed"}'] == 0
     assert s["sluicegate_ledger_queue_depth"] == 7 and s["sluicegate_ledger_dropped_total"] == 3
     assert s["sluicegate_ledger_store_up"] == 0 and s["sluicegate_limiter_backend_errors_total"] == 2
     assert "# TYPE sluicegate_ttfb_seconds histogram" in text
