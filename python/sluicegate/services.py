@@ -89,9 +89,9 @@ class Services:
         self.ledger_section: LedgerSection | None = _section(LedgerSection, ops.get("ledger"))
         self.keystore_section: KeystoreSection | None = _section(KeystoreSection, ops.get("keystore"))
         self.limits_section: LimitsSection | None = _section(LimitsSection, ops.get("limits"))
-        self.metrics_section: MetricsSection = (
-            _section(MetricsSection, ops.get("metrics")) or MetricsSection.model_validate({})
-        )
+        self.metrics_section: MetricsSection = _section(
+            MetricsSection, ops.get("metrics")
+        ) or MetricsSection.model_validate({})
         admin: AdminSection | None = _section(AdminSection, ops.get("admin"))
         self.admin_token = admin.token if admin else None
         self._key_cache: dict[str, tuple[Any, StoreKeyInfo]] = {}
