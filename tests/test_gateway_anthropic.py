@@ -431,3 +431,14 @@ def test_sighup_reload_during_open_stream(gateway_factory: object, up: FakeUpstr
     )
     assert msg.content[0].text == "still ok"  # type: ignore[union-attr]
     assert json.dumps(up.requests[-1].json).count("claude-opus-4-7") == 1
+
+
+def test_prompts_logged_only_when_turned_on(gateway_factory: object, up: FakeUpstream) -> None:
+    g: GatewayProcess = gateway_factory(anthropic_config(up.base_url, server={"log_prompts": True}))  # type: ignore[operator]
+    up.enqueue(fa.message_response("ok"))
+    r = _post(g, {**MSG, "messages": [{"role": "user", "content": "OPERATOR-MAY-SEE-THIS"}]})
+    assert r.status_code == 200
+    time.sleep(0.2)
+    rec = g.access_records()[-1]
+    assert "OPERATOR-MAY-SEE-THIS" in rec["request_body"]
+    assert UPSTREAM_KEY not in g.logs() and "sg-alice-token" not in g.logs()

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from .app import Gateway
 
 
+PROMPT_LOG_BYTES = 16 * 1024
+
+
 @dataclass(slots=True)
 class Admitted:
     key: KeyInfo
@@ -38,6 +41,9 @@ async def admit_request(
     ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
     key = ctx.key = gw.authenticate(snap, headers)
     body = await gw.read_body(scope, proto, snap)
+    if snap.server["log_prompts"]:
+        # Only when an operator turned it on: the request body, cut to a bounded size.
+        ctx.prompt_log = body[:PROMPT_LOG_BYTES].decode("utf-8", "replace")
     try:
         info = _native.inspect_request(body)
     except ValueError as exc:

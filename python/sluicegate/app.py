@@ -341,6 +341,8 @@ class Gateway:
             "client_disconnected": ctx.client_disconnected,
             "attempts": ctx.attempts,
         }
+        if ctx.prompt_log is not None:
+            line["request_body"] = ctx.prompt_log
         log.write_access(orjson.dumps(line) + b"\n")
 
     # -- /metrics and /admin/ ------------------------------------------------------------------------

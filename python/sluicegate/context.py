@@ -28,6 +28,7 @@ class RequestContext:
         "limit_admission",
         "parent_agent_id",
         "price",
+        "prompt_log",
         "request_id",
         "requested_model",
         "session_id",
@@ -66,6 +67,7 @@ class RequestContext:
         self.attempts = 0
         self.limit_admission: Any = None
         self.price: dict[str, float] | None = None
+        self.prompt_log: str | None = None
 
     def mark_first_byte(self) -> None:
         if self.ttfb is None:
