@@ -400,6 +400,11 @@ impl Exchange {
     }
 
     #[getter]
+    fn upstream_cost(&self) -> Option<f64> {
+        self.core.tally().upstream_cost
+    }
+
+    #[getter]
     fn event_count(&self) -> u64 {
         self.core.event_count()
     }

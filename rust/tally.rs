@@ -10,9 +10,12 @@ use serde::Deserialize;
 use crate::translate::{SseEvent, Usage};
 
 /// What the accounting needs from one response.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tally {
     pub usage: Usage,
+    /// A cost in USD the upstream reported itself (`usage.cost`, as OpenRouter and some
+    /// OpenAI-compatible routers send), kept beside the gateway's own price-table cost.
+    pub upstream_cost: Option<f64>,
     pub stop_reason: Option<String>,
     /// An `event: error` (Anthropic) or a chunk with a top-level `error` (OpenAI) was seen.
     pub error_event: bool,
@@ -54,6 +57,7 @@ struct OpenAiDetails {
 
 #[derive(Deserialize)]
 struct OpenAiUsage {
+    cost: Option<f64>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     prompt_tokens_details: Option<OpenAiDetails>,
@@ -173,6 +177,9 @@ impl Tally {
             self.error_event = true;
         }
         if let Some(u) = obj.usage {
+            if u.cost.is_some() {
+                self.upstream_cost = u.cost;
+            }
             let prompt = u.prompt_tokens.unwrap_or(0);
             let cached = u
                 .prompt_tokens_details
@@ -400,6 +407,21 @@ mod tests {
         );
         assert_eq!(t.stop_reason.as_deref(), Some("length"));
         assert!(!t.error_event);
+    }
+
+    #[test]
+    fn upstream_reported_cost() {
+        let mut t = Tally::default();
+        o(
+            &mut t,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":2,"cost":0.00042}}"#,
+        );
+        assert_eq!(t.upstream_cost, Some(0.00042));
+        let mut t = Tally::default();
+        t.openai_body(
+            br#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        );
+        assert_eq!(t.upstream_cost, None);
     }
 
     #[test]

@@ -363,3 +363,25 @@ def test_admin_api(up: FakeUpstream, gateway_factory: Any) -> None:
     assert usage.status_code == 200
     assert admin_token not in gw.logs()
     assert signal.SIGTERM
+
+
+def test_cost_reported_by_the_upstream_is_recorded(gateway_factory: Any) -> None:
+    with FakeUpstream("router") as oa:
+        cfg = {
+            "providers": {"router": {"type": "openai", "base_url": oa.base_url + "/v1"}},
+            "models": {"g": {"targets": [{"provider": "router", "model": "m", "price": PRICE}]}},
+            "keys": [{"name": "k", "token": "sg-k"}],
+        }
+        gw: GatewayProcess = gateway_factory(cfg)
+        oa.enqueue(
+            fo.sse_response("hi", usage={"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.00042})
+        )
+        r = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={"model": "g", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+            headers={"authorization": "Bearer sg-k"},
+        )
+        assert r.status_code == 200
+        (row,) = wait_rows(gw, 1)
+        assert row["upstream_cost_usd"] == pytest.approx(0.00042)
+        assert row["cost_usd"] == pytest.approx((10 * 3.0 + 2 * 15.0) / 1e6)

@@ -155,6 +155,9 @@ class Exchange:
     def stop_reason(self) -> str | None:
         """Anthropic: message_delta.delta.stop_reason / message.stop_reason; OpenAI: finish_reason."""
     @property
+    def upstream_cost(self) -> float | None:
+        """A cost in USD the upstream reported itself (OpenAI-format `usage.cost`), or None."""
+    @property
     def event_count(self) -> int:
         """SSE events relayed (events with at least one data line)."""
     @property

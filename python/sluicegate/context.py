@@ -39,6 +39,7 @@ class RequestContext:
         "target",
         "ts",
         "ttfb",
+        "upstream_cost",
         "upstream_model",
         "usage",
     )
@@ -68,6 +69,7 @@ class RequestContext:
         self.limit_admission: Any = None
         self.price: dict[str, float] | None = None
         self.prompt_log: str | None = None
+        self.upstream_cost: float | None = None
 
     def mark_first_byte(self) -> None:
         if self.ttfb is None:

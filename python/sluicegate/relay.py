@@ -160,6 +160,7 @@ async def forward(
             raise RetryableResponse(status, headers, resp, transform_body)
         ctx.usage = ex.usage
         ctx.stop_reason = ex.stop_reason
+        ctx.upstream_cost = ex.upstream_cost
         if transform_body is not None:
             status, headers, resp = transform_body(status, headers, resp, ctx)
         ctx.status = status
@@ -219,6 +220,7 @@ async def forward(
             watcher.cancel()
         ctx.usage = ex.usage
         ctx.stop_reason = ex.stop_reason
+        ctx.upstream_cost = ex.upstream_cost
         if ex.error_event and ctx.error_type is None:
             ctx.error_type = "stream_error_event"
         if ctx.client_disconnected and ctx.error_type is None:

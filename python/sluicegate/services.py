@@ -202,7 +202,7 @@ class Services:
                 cache_read_tokens=u[3],
                 image_count=ctx.image_count,
                 cost_usd=cost,
-                upstream_cost_usd=None,
+                upstream_cost_usd=ctx.upstream_cost,
                 ttfb_ms=ctx.ttfb * 1000 if ctx.ttfb is not None else None,
                 duration_ms=duration_s * 1000,
                 error_type=ctx.error_type,

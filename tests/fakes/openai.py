@@ -39,7 +39,7 @@ class ToolCall:
         return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
 
 
-def _usage(usage: dict[str, int] | None) -> dict[str, Any]:
+def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     u = usage or {}
     prompt = u.get("prompt_tokens", 12)
     completion = u.get("completion_tokens", 10)
@@ -52,6 +52,8 @@ def _usage(usage: dict[str, int] | None) -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": u["cached_tokens"]}
     if "reasoning_tokens" in u:
         out["completion_tokens_details"] = {"reasoning_tokens": u["reasoning_tokens"]}
+    if "cost" in u:  # routers such as OpenRouter report a cost in USD
+        out["cost"] = u["cost"]
     return out
 
 
