@@ -1,10 +1,18 @@
 """The upstream HTTP/1.1 client: asyncio sockets, native parsing, keep-alive pools."""
 
 from .connection import UpstreamConnection
-from .errors import UpstreamClosed, UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .errors import (
+    ClientGone,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from .pool import Origin, Pool, close_all, pool_for
 
 __all__ = [
+    "ClientGone",
     "Origin",
     "Pool",
     "UpstreamClosed",

@@ -2,16 +2,34 @@
 
 The socket work is asyncio's; the parsing is the Rust `Exchange`: every received chunk goes
 straight to `Exchange.feed`, which returns bytes that are ready for the client (complete
-SSE events) or None. The coroutine side only wakes when there is something to forward,
-so per chunk Python does one native call and one future wake-up.
+SSE events) or None. Once a stream is relayed with `relay(send)`, those bytes go to the
+client from inside the socket callback: per chunk Python does one native `feed` and one
+native `send` (Granian's `send_bytes` only queues the bytes), with no coroutine wake-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from .errors import UpstreamClosed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .errors import ClientGone, UpstreamClosed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+
+# What a `send` callable returned, by type: 0 done (Granian's empty awaitable), 1 failed
+# (Granian's error awaitable: the client is gone), 2 a coroutine or future still to run.
+_send_kinds: dict[type, int] = {}
+_pending_sends: set[asyncio.Future[Any]] = set()
+
+
+def _send_kind(result: Any) -> int:
+    t = type(result)
+    kind = _send_kinds.get(t)
+    if kind is None:
+        name = t.__name__
+        kind = 1 if "Err" in name else 2 if asyncio.iscoroutine(result) or asyncio.isfuture(result) else 0
+        _send_kinds[t] = kind
+    return kind
+
 
 # Past this many buffered bytes the client is slower than the upstream: stop reading from
 # the upstream socket until the client catches up, so memory per stream stays bounded.
@@ -33,6 +51,8 @@ class UpstreamConnection(asyncio.Protocol):
         "last_rx",
         "out",
         "received",
+        "sink",
+        "sink_failed",
         "transport",
         "uses",
         "waiter",
@@ -55,6 +75,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._idle_s = 0.0
         self._deadline_total: float | None = None
         self.uses = 0
+        # While relaying: where complete events go, straight from data_received.
+        self.sink: Callable[[bytes], Any] | None = None
+        self.sink_failed = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,13 +99,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._wake()
             return
         if chunk is not None:
+            if self.sink is not None:
+                self._send(chunk)
+                if ex.done:
+                    self._wake()
+                return
             self.out.append(chunk)
             self._buffered += len(chunk)
             if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
                 self._paused = True
                 self.transport.pause_reading()
             self._wake()
-        elif ex.done or ex.head_complete:
+        elif ex.done or (ex.head_complete and self.sink is None):
             self._wake()
 
     def eof_received(self) -> bool:
@@ -94,7 +122,10 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is not None and not ex.done:
             tail = ex.eof()
             if tail:
-                self.out.append(tail)
+                if self.sink is not None:
+                    self._send(tail)
+                else:
+                    self.out.append(tail)
         self._cancel_timer()
         self._wake()
 
@@ -150,6 +181,68 @@ class UpstreamConnection(asyncio.Protocol):
                 raise UpstreamClosed("upstream closed the connection before the response was complete")
             await self._wait()
 
+    async def relay(self, send: Callable[[bytes], Any]) -> None:
+        """Forward the rest of the body with `send(bytes)`, called from the socket callback.
+
+        Returns when the body is complete. Raises ClientGone when `send` reports the client
+        gone, or the UpstreamError that ended the stream (after sending whatever the exchange
+        emitted at the end, such as a translator's closing events).
+        """
+        self.sink_failed = False
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._buffered = 0
+            self.sink = send
+            self._send(data)
+        else:
+            self.sink = send
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        try:
+            ex = self.exchange
+            while not ex.done and not self.sink_failed:
+                if self.error is not None:
+                    raise self.error
+                if self.closed:
+                    raise UpstreamClosed("upstream closed the connection before the response was complete")
+                fut = self._loop.create_future()
+                self.waiter = fut
+                try:
+                    await fut
+                finally:
+                    self.waiter = None
+        finally:
+            self.sink = None
+        if self.sink_failed:
+            raise ClientGone()
+
+    def _send(self, data: bytes) -> None:
+        sink = self.sink
+        assert sink is not None
+        try:
+            result = sink(data)
+        except Exception:
+            result = None
+            kind = 1
+        else:
+            kind = _send_kind(result)
+        if kind == 0:
+            return
+        if kind == 2:
+            task = asyncio.ensure_future(result)
+            _pending_sends.add(task)
+            task.add_done_callback(_pending_sends.discard)
+            return
+        # The client is gone: stop reading from the upstream and end the relay.
+        if result is not None and hasattr(result, "close"):
+            result.close()
+        self.sink_failed = True
+        self._abort()
+        self._wake()
+
     async def wait_done(self) -> None:
         ex = self.exchange
         while not ex.done:
@@ -164,8 +257,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         ex = self.exchange
         self.exchange = None
+        self.sink = None
         reusable = (
-            ex is not None and ex.done and ex.keep_alive and not self.closed and self.error is None and not self.out
+            ex is not None
+            and ex.done
+            and ex.keep_alive
+            and not self.closed
+            and self.error is None
+            and not self.out
         )
         if not reusable:
             self._abort()

@@ -31,3 +31,7 @@ class UpstreamClosed(UpstreamError):
     """The connection closed before the response was complete."""
 
     kind = "connection_closed"
+
+
+class ClientGone(Exception):
+    """The client went away while a stream was relayed to it (not an upstream failure)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from dataclasses import dataclass
@@ -95,10 +96,8 @@ class Pool:
             raise UpstreamConnectError(f"cannot connect to {o.host_header}: {reason}") from None
         sock = proto.transport.get_extra_info("socket") if proto.transport else None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         return proto
 
 
