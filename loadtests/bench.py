@@ -415,21 +415,27 @@ class Row:
     stats: Stats = field(default_factory=Stats)
     cpu_s: float = 0.0
     rss: int = 0
+    client_cpu_s: float = 0.0
+
+    def client_busy(self) -> float | None:
+        return self.client_cpu_s / self.stats.window_s * 100 if self.stats.window_s else None
 
     def rps(self) -> float:
         return self.stats.completed_in_window / self.stats.window_s if self.stats.window_s else 0.0
 
     def cpu_per_req_ms(self) -> float | None:
         n = self.stats.completed_in_window
-        return self.cpu_s / n * 1000 if n and self.cpu_s else None
+        # Under ~50 requests the 10 ms tick of /proc's CPU times says nothing per request.
+        return self.cpu_s / n * 1000 if n >= 50 and self.cpu_s else None
 
     def p(self, what: str, q: float) -> float | None:
         v = percentile(getattr(self.stats, what), q)
         return None if v is None else v * 1000
 
 
-async def run_one(spec: Spec, target: Target) -> tuple[Stats, float, int]:
-    """Stats, the target's CPU seconds inside the measurement window, and its RSS after."""
+async def run_one(spec: Spec, target: Target, client_pids: list[int]) -> tuple[Stats, float, int, float]:
+    """Stats, the target's CPU seconds inside the measurement window, its RSS after, and the
+    CPU seconds of the load generator and the mock upstream (their core saturating shows here)."""
     sc = spec.scenario(target.name, target.port)
     cpu: dict[str, float] = {}
     pids = target.pids()
@@ -437,10 +443,12 @@ async def run_one(spec: Spec, target: Target) -> tuple[Stats, float, int]:
     def on_window(edge: str) -> None:
         if pids:
             cpu[edge] = cpu_seconds(pids)
+        cpu["client-" + edge] = cpu_seconds(client_pids)
 
     stats = await run_scenario(sc, on_window)
     used = cpu.get("end", 0.0) - cpu.get("start", 0.0)
-    return stats, used, rss_bytes(pids) if pids else 0
+    client = cpu.get("client-end", 0.0) - cpu.get("client-start", 0.0)
+    return stats, used, rss_bytes(pids) if pids else 0, client
 
 
 async def memory_rows(fleet: Fleet, targets: list[str], top: int) -> list[dict[str, Any]]:
@@ -489,9 +497,9 @@ def fmt(v: float | None, spec: str = "{:.2f}") -> str:
 def render(rows: list[Row], direct: dict[str, Row]) -> str:
     head = (
         "| scenario | target | RPS | TTFB p50/p99 ms | first event p50/p99 ms | total p50/p99 ms "
-        "| added p50/p99 ms | gap p99 ms | CPU/req ms | RSS MB | errors |"
+        "| added p50/p99 ms | gap p99 ms | CPU/req ms | RSS MB | errors | client core % |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 12]
     for r in rows:
         d = direct.get(r.spec)
         added = "-"
@@ -506,7 +514,8 @@ def render(rows: list[Row], direct: dict[str, Row]) -> str:
             f"| {r.spec} | {r.target} | {r.rps():.0f} | {fmt(r.p('ttfb', 50))} / {fmt(r.p('ttfb', 99))} "
             f"| {fmt(r.p('ttfe', 50))} / {fmt(r.p('ttfe', 99))} | {fmt(r.p('total', 50))} / {fmt(r.p('total', 99))} "
             f"| {added} | {fmt(r.p('gaps', 99))} | {fmt(r.cpu_per_req_ms(), '{:.3f}')} "
-            f"| {fmt(r.rss / 2**20 if r.rss else None, '{:.0f}')} | {errs}{' ' + dict(r.stats.errors).__repr__() if errs else ''} |"
+            f"| {fmt(r.rss / 2**20 if r.rss else None, '{:.0f}')} | {errs}{' ' + dict(r.stats.errors).__repr__() if errs else ''} "
+            f"| {fmt(r.client_busy(), '{:.0f}')} |"
         )
     return "\n".join(lines)
 
@@ -588,6 +597,16 @@ async def main_async(args: argparse.Namespace) -> int:
     rows: list[Row] = []
     mem: list[dict[str, Any]] = []
     try:
+        client_pids = [os.getpid(), *tree_pids(fleet.mock.pid)]
+        if not only or "memory" in only:
+            # First, on fresh processes: "RSS back after close" then compares with a gateway that
+            # has served only a short warm-up, not one whose heap the other scenarios grew.
+            mem_targets = [t for t in ("sluicegate", "sluicegate-b", "nginx") if t in fleet.targets]
+            for t in mem_targets:
+                await run_one(
+                    Spec("warm-up", "anthropic", "stream50", 32, 1.0), fleet.targets[t], client_pids
+                )
+            mem = await memory_rows(fleet, mem_targets, args.idle_top)
         all_specs = specs(args.quick, sweep)
         if args.accounting:
             all_specs.append(
@@ -619,10 +638,11 @@ async def main_async(args: argparse.Namespace) -> int:
             merged = {t: Row(spec.name, t, spec.concurrency) for t in targets}
             for _ in range(args.rounds):
                 for t in targets:  # interleaved: every target once per round
-                    stats, cpu, rss = await run_one(spec, fleet.targets[t])
+                    stats, cpu, rss, client = await run_one(spec, fleet.targets[t], client_pids)
                     row = merged[t]
                     row.stats.merge(stats)
                     row.cpu_s += cpu
+                    row.client_cpu_s += client
                     row.rss = max(row.rss, rss)
                     await asyncio.sleep(0.5)
             rows.extend(merged.values())
@@ -630,10 +650,6 @@ async def main_async(args: argparse.Namespace) -> int:
                 render(list(merged.values()), {r.spec: r for r in merged.values() if r.target == "direct"}),
                 file=sys.stderr,
                 flush=True,
-            )
-        if not only or "memory" in only:
-            mem = await memory_rows(
-                fleet, [t for t in ("sluicegate", "nginx") if t in fleet.targets], args.idle_top
             )
     finally:
         fleet.close()
@@ -688,6 +704,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             "gap_p99": r.p("gaps", 99),
                             "cpu_per_req_ms": r.cpu_per_req_ms(),
                             "rss": r.rss,
+                            "client_core_pct": r.client_busy(),
                             "ok": r.stats.ok,
                             "errors": dict(r.stats.errors),
                         }

@@ -281,7 +281,8 @@ async def open_idle_streams(
             except (OSError, TimeoutError):
                 errors += 1
                 return
-            conn.request(req, None)
+            # Aborted later on purpose: its failure is expected, so mark it retrieved.
+            conn.request(req, None).add_done_callback(lambda f: f.cancelled() or f.exception())
             deadline = now() + timeout_s
             while not conn.t_first and not conn.closed and now() < deadline:
                 await asyncio.sleep(0.01)

@@ -8,7 +8,8 @@ selects SSE. Pacing is chosen per request with headers, so one server serves eve
 - `x-mock-interval-ms`: gap between events after the first flush (default 0: back to back,
   still one socket write per event)
 - `x-mock-pause-after-first-ms`: stall after the first flush (an upstream that is thinking)
-- `x-mock-text`: the answer text; `x-mock-text-bytes`: or just its length (~1 KB replies)
+- `x-mock-text`: the answer text; `x-mock-text-bytes`: or just its length (~1 KB replies);
+  by default six characters per event
 - `x-mock-tool`: end with a tool call to this tool name
 - `x-mock-status`: answer this error status instead (the API's error shape)
 
@@ -76,11 +77,13 @@ def _answer(api: str, model: str, stream: bool, include_usage: bool, s: dict[str
     else:
         if api == "anthropic":
             events = reply.sse_events()
-            # message_start and content_block_start go together, like a real first flush.
-            first, rest = events[0] + events[1], events[2:]
+            # message_start and content_block_start go together, like a real first flush;
+            # so do the closing events (block stop, message_delta, message_stop).
+            first, rest = events[0] + events[1], [*events[2:-3], b"".join(events[-3:])]
         else:
             events = reply.openai_chunks(include_usage)
-            first, rest = events[0], events[1:]
+            closing = 3 if include_usage else 2  # finish chunk, usage chunk, [DONE]
+            first, rest = events[0], [*events[1:-closing], b"".join(events[-closing:])]
         chunks = [_chunk(ev) for ev in rest]
         chunks[-1] += b"0\r\n\r\n"
         ans = _Answer(_head(200, b"text/event-stream", None) + _chunk(first), chunks, b"")
@@ -106,6 +109,10 @@ def _settings(h: dict[bytes, bytes]) -> dict[str, Any]:
         out["text"] = v.decode()
     elif (v := h.get(b"x-mock-text-bytes")) is not None:
         n = max(1, int(v))
+        out["text"] = ("lorem ipsum dolor sit amet " * (n // 27 + 1))[:n]
+    if "text" not in out:
+        # Enough text for every event to carry some: an empty delta is no event after translation.
+        n = 6 * out.get("events", 10)
         out["text"] = ("lorem ipsum dolor sit amet " * (n // 27 + 1))[:n]
     if (v := h.get(b"x-mock-tool")) is not None:
         out["tool"] = v.decode()
