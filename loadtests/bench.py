@@ -108,8 +108,18 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
     raise SystemExit(f"{what} did not start on port {port}")
 
 
+SCHED_BATCH: str | None = None  # "all" gateways, or only the --compare one ("b")
+
+
 def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+
+
+def batch_policy(name: str) -> list[str]:
+    """`chrt --batch 0` when asked: woken threads then wait for the running one to block instead
+    of preempting it (Granian's writer thread and the event loop share one core)."""
+    wanted = SCHED_BATCH == "all" or (SCHED_BATCH == "b" and name == "sluicegate-b")
+    return ["chrt", "--batch", "0"] if wanted and shutil.which("chrt") else []
 
 
 @dataclass
@@ -263,7 +273,7 @@ class Fleet:
                 "--workers",
                 "1",
             ]
-        proc = self._spawn([*taskset(cpu), *cmd], f"{name}.log", genv)
+        proc = self._spawn([*batch_policy(name), *taskset(cpu), *cmd], f"{name}.log", genv)
         wait_port(port, proc, name)
         return Target(name, port, proc)
 
@@ -746,7 +756,14 @@ def main() -> int:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--sched-batch",
+        choices=["all", "b"],
+        help="run the gateways (or only the --compare one: b) under SCHED_BATCH (chrt --batch 0)",
+    )
     args = parser.parse_args()
+    global SCHED_BATCH
+    SCHED_BATCH = args.sched_batch
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     try:
