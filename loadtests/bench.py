@@ -132,7 +132,15 @@ class Target:
         return tree_pids(self.proc.pid) if self.proc is not None else []
 
 
-def gateway_config(mock_port: int, quiet: bool) -> dict[str, Any]:
+ACCOUNTING = {  # gateway name -> accounting switches turned off (--accounting)
+    "sluicegate-no-log": {"access_log"},
+    "sluicegate-no-metrics": {"metrics"},
+    "sluicegate-no-ledger": {"ledger"},
+    "sluicegate-quiet": {"access_log", "metrics", "ledger"},
+}
+
+
+def gateway_config(mock_port: int, off: set[str]) -> dict[str, Any]:
     mock = f"http://127.0.0.1:{mock_port}"
 
     def openai(headers: dict[str, str]) -> dict[str, Any]:
@@ -160,9 +168,9 @@ def gateway_config(mock_port: int, quiet: bool) -> dict[str, Any]:
         "providers": providers,
         "models": models,
         "keys": [{"name": "bench", "token": TOKEN, "user": "bench", "models": ["*"]}],
-        "server": {"access_log": not quiet},
-        "ledger": {"enabled": not quiet},
-        "metrics": {"enabled": not quiet},
+        "server": {"access_log": "access_log" not in off},
+        "ledger": {"enabled": "ledger" not in off},
+        "metrics": {"enabled": "metrics" not in off},
     }
 
 
@@ -229,13 +237,14 @@ class Fleet:
         )
         wait_port_plain(self.mock_port, self.mock, "mock-upstream")
         self.targets = {"direct": Target("direct", self.mock_port)}
-        self.targets["sluicegate"] = self._gateway("sluicegate", gw_cpu, env, quiet=False)
+        self.targets["sluicegate"] = self._gateway("sluicegate", gw_cpu, env, set())
         if quiet_gw:
-            self.targets["sluicegate-quiet"] = self._gateway("sluicegate-quiet", gw_cpu, env, quiet=True)
+            for name, off in ACCOUNTING.items():
+                self.targets[name] = self._gateway(name, gw_cpu, env, off)
         if compare:
             # The same gateway from another source tree (A/B of a change, interleaved in one run).
             benv = {**env, "PYTHONPATH": str(Path(compare).resolve() / "python")}
-            self.targets["sluicegate-b"] = self._gateway("sluicegate-b", gw_cpu, benv, quiet=False)
+            self.targets["sluicegate-b"] = self._gateway("sluicegate-b", gw_cpu, benv, set())
         if nginx and shutil.which("nginx"):
             port = free_port()
             d = work / "nginx"
@@ -252,10 +261,10 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
-    def _gateway(self, name: str, cpu: int | None, env: dict[str, str], quiet: bool) -> Target:
+    def _gateway(self, name: str, cpu: int | None, env: dict[str, str], off: set[str]) -> Target:
         port = free_port()
         cfg = self.work / f"{name}.yaml"
-        cfg.write_text(yaml.safe_dump(gateway_config(self.mock_port, quiet), sort_keys=False))
+        cfg.write_text(yaml.safe_dump(gateway_config(self.mock_port, off), sort_keys=False))
         genv = {**env, "SLUICEGATE_STATE_DIR": str(self.work / f"state-{name}")}
         if self.granian is not None:
             variant = str(Path(__file__).resolve().parent / "serve_variant.py")
@@ -626,7 +635,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     "json1k",
                     32,
                     6.0,
-                    targets=("direct", "sluicegate", "sluicegate-quiet"),
+                    targets=("direct", "sluicegate", *ACCOUNTING),
                 )
             )
             all_specs.append(
@@ -636,7 +645,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     "stream50",
                     32,
                     6.0,
-                    targets=("direct", "sluicegate", "sluicegate-quiet"),
+                    targets=("direct", "sluicegate", *ACCOUNTING),
                 )
             )
         for spec in all_specs:
@@ -743,7 +752,7 @@ def main() -> int:
     parser.add_argument(
         "--accounting",
         action="store_true",
-        help="also run a gateway with access log, metrics and ledger off, for comparison",
+        help="also run gateways with the access log, metrics, ledger, and all three off, for comparison",
     )
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument(
