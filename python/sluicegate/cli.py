@@ -69,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             drain_s=args.drain_s,
             http=args.http,
+            sched=args.sched,
         )
     )
     return 0
@@ -120,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]"
+    )
+    p.add_argument(
+        "--sched",
+        choices=["batch", "normal"],
+        default=_env("SLUICEGATE_SCHED", "batch"),
+        help="CPU scheduling policy of the server's threads: batch lets the event loop finish its "
+        "work before Granian's I/O thread runs (cheaper per request); normal for hosts where the "
+        "gateway shares cores with latency-sensitive work [SLUICEGATE_SCHED]",
     )
     p.set_defaults(func=cmd_serve)
 

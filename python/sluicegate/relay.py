@@ -11,6 +11,7 @@ client's format.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -20,7 +21,7 @@ from .context import RequestContext
 from .errors import GatewayError
 from .health import health_of, parse_retry_after
 from .snapshot import Target
-from .upstream import UpstreamClosed, UpstreamError, UpstreamTimeout
+from .upstream import ClientGone, UpstreamClosed, UpstreamError, UpstreamTimeout
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
@@ -170,7 +171,10 @@ async def forward(
         proto.response_bytes(status, headers, resp)
         return
 
-    watcher = asyncio.ensure_future(proto.client_disconnect())
+    # Granian's disconnect awaitable is future-like: a done-callback on it costs no Task.
+    watcher = proto.client_disconnect()
+    if not hasattr(watcher, "add_done_callback"):
+        watcher = asyncio.ensure_future(watcher)
 
     def _client_gone(_: Any) -> None:
         ctx.client_disconnected = True
@@ -191,31 +195,12 @@ async def forward(
         ctx.stream = True
         headers.append(("x-sluicegate-request-id", ctx.request_id))
         transport = proto.response_stream(status, headers)
-        while data is not None:
-            try:
-                await transport.send_bytes(data)
-            except Exception:
-                ctx.client_disconnected = True
-                conn.abort()
-                break
-            try:
-                data = await conn.next_chunk()
-            except UpstreamError as exc:
-                if ctx.client_disconnected:
-                    break
-                ctx.error_type = f"stream_{exc.kind}"
-                # A translating exchange has already emitted its own error event from eof().
-                if mode in (_native.RELAY_ANTHROPIC, _native.RELAY_OPENAI):
-                    try:
-                        await transport.send_bytes(
-                            stream_error_event(api, f"upstream {target.name}: {exc.message}")
-                        )
-                    except Exception:
-                        ctx.client_disconnected = True
-                break
+        if data is not None:
+            await _relay_rest(ctx, conn, transport, data, mode, api, target)
     finally:
         open_streams.discard(conn)
-        watcher.remove_done_callback(_client_gone)
+        with contextlib.suppress(Exception):
+            watcher.remove_done_callback(_client_gone)
         if not watcher.done():
             watcher.cancel()
         ctx.usage = ex.usage
@@ -226,6 +211,34 @@ async def forward(
         if ctx.client_disconnected and ctx.error_type is None:
             ctx.error_type = "client_disconnected"
         pool.release(conn)
+
+
+async def _relay_rest(
+    ctx: RequestContext, conn: Any, transport: Any, first: bytes, mode: int, api: str, target: Target
+) -> None:
+    """Send the first event, then the rest of the stream straight from the upstream socket's
+    callback (`conn.relay`): per chunk one native parse and one queued send, no coroutine."""
+    try:
+        await transport.send_bytes(first)
+    except Exception:
+        ctx.client_disconnected = True
+        conn.abort()
+        return
+    try:
+        await conn.relay(transport.send_bytes)
+    except ClientGone:
+        ctx.client_disconnected = True
+        conn.abort()
+    except UpstreamError as exc:
+        if ctx.client_disconnected:
+            return
+        ctx.error_type = f"stream_{exc.kind}"
+        # A translating exchange has already emitted its own error event from eof().
+        if mode in (_native.RELAY_ANTHROPIC, _native.RELAY_OPENAI):
+            try:
+                await transport.send_bytes(stream_error_event(api, f"upstream {target.name}: {exc.message}"))
+            except Exception:
+                ctx.client_disconnected = True
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:

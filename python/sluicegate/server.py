@@ -26,6 +26,7 @@ class ServeOptions:
     drain_s: float
     http: str = "1"
     runtime_threads: int = 1
+    sched: str = "batch"
 
 
 class _GatewayServer(Server):  # type: ignore[misc,valid-type]
@@ -68,8 +69,26 @@ def _install_drain_hook(drain_s: float) -> None:
     gsignals.set_loop_signals = set_loop_signals
 
 
+def _set_sched(policy: str) -> None:
+    """SCHED_BATCH for this process, inherited by the workers and all their threads.
+
+    The worker's event loop and Granian's I/O thread share a core. Under the default policy
+    each queued response wakes the I/O thread, which then preempts the loop: a context switch
+    per response or per event. A batch thread that is woken waits until the running one blocks,
+    so the loop finishes its callbacks and the I/O thread writes everything queued at once
+    (measured: about a third less CPU per short request; docs/performance.md).
+    """
+    if policy != "batch":
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run as we are
+        log.info("SCHED_BATCH not available; keeping the default policy", reason=str(exc))
+
+
 def serve(opts: ServeOptions) -> None:
     _install_drain_hook(opts.drain_s)
+    _set_sched(opts.sched)
     server = _GatewayServer(
         "sluicegate.app:app",
         address=opts.host,
