@@ -278,6 +278,38 @@ def test_every_request_leaves_one_record_with_right_tokens_and_cost(
         oa.stop()
 
 
+def test_requests_refused_before_routing_leave_one_record_each(
+    up: FakeUpstream, gateway_factory: Any
+) -> None:
+    gw: GatewayProcess = gateway_factory(priced_config(up.base_url))
+    alice = {"x-api-key": "sg-alice-token", "x-claude-code-session-id": "sess-refused"}
+    assert httpx.get(gw.url + "/v1/messages", headers=alice).status_code == 405
+    assert httpx.get(gw.url + "/v1/messages/count_tokens", headers=alice).status_code == 405
+    r = httpx.get(gw.url + "/v1/chat/completions", headers={"authorization": "Bearer sg-bob-token"})
+    assert r.status_code == 405 and "error" in r.json()
+    assert httpx.post(gw.url + "/v1/nope", json={}).status_code == 404
+    r = httpx.post(gw.url + "/v1/completions", json={}, headers={"authorization": "Bearer sg-wrong"})
+    assert r.status_code == 404
+    # Not API endpoints: never recorded.
+    for path in ("/", "/healthz", "/readyz", "/metrics"):
+        assert httpx.get(gw.url + path).status_code == 200, path
+    assert httpx.get(gw.url + "/favicon.ico").status_code == 404
+    wait_rows(gw, 5)
+    time.sleep(1.0)  # anything recorded late would show up now
+    rows = ledger_rows(gw)
+    assert [(r["endpoint"], r["status"], r["user_name"], r["key_name"]) for r in rows] == [
+        ("messages", 405, "alice", "alice"),
+        ("count_tokens", 405, "alice", "alice"),
+        ("chat_completions", 405, "bob", "bob"),
+        ("unknown", 404, None, None),
+        ("unknown", 404, None, None),
+    ]
+    assert [r["session_id"] for r in rows[:2]] == ["sess-refused", "sess-refused"]
+    assert {r["error_type"] for r in rows} == {"invalid_request_error", "not_found_error"}
+    assert all(r["cost_usd"] == 0 and r["input_tokens"] == 0 for r in rows)
+    assert up.requests == []
+
+
 def test_ledger_survives_clean_shutdown_under_load(up: FakeUpstream) -> None:
     cfg = priced_config(up.base_url, ledger={"flush_interval_s": 30})
     gw = GatewayProcess(cfg).start()

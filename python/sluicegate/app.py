@@ -51,6 +51,10 @@ def _settle_gc() -> None:
     gc.set_threshold(50_000, gen1, gen2)
 
 
+def _not_allowed(method: str, path: str) -> GatewayError:
+    return GatewayError(405, f"method {method} not allowed on {path}")
+
+
 class Gateway:
     def __init__(self, state: GatewayState | None = None) -> None:
         self.state = state or GatewayState()
@@ -106,19 +110,15 @@ class Gateway:
         if path == "/v1/messages":
             if method == "POST":
                 return await self.messages(scope, proto, "messages", "/v1/messages")
-            return self._error(
-                proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}")
-            )
+            return await self._refuse(scope, proto, "anthropic", "messages", _not_allowed(method, path))
         if path == "/v1/messages/count_tokens":
             if method == "POST":
                 return await self.messages(scope, proto, "count_tokens", "/v1/messages/count_tokens")
-            return self._error(
-                proto, "anthropic", GatewayError(405, f"method {method} not allowed on {path}")
-            )
+            return await self._refuse(scope, proto, "anthropic", "count_tokens", _not_allowed(method, path))
         if path == "/v1/chat/completions":
             if method == "POST":
                 return await chat_completions(self, scope, proto)
-            return self._error(proto, "openai", GatewayError(405, f"method {method} not allowed on {path}"))
+            return await self._refuse(scope, proto, "openai", "chat_completions", _not_allowed(method, path))
         if path == "/v1/models":
             return await self.models(scope, proto)
         if path == "/":
@@ -137,12 +137,34 @@ class Gateway:
             if path.startswith("/admin/") or path == "/admin":
                 return await self.admin(scope, proto, services)
         api = "openai" if path.startswith("/v1/chat") or path.startswith("/v1/completions") else "anthropic"
-        return self._error(proto, api, GatewayError(404, f"no route for {method} {path}", "not_found_error"))
+        err = GatewayError(404, f"no route for {method} {path}", "not_found_error")
+        if path.startswith("/v1/"):
+            return await self._refuse(scope, proto, api, "unknown", err)
+        return self._error(proto, api, err)
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
     def _error(proto: Any, api: str, err: GatewayError) -> None:
         proto.response_bytes(err.status, JSON_HEADERS + err.headers, err.body(api))
+
+    async def _refuse(self, scope: Any, proto: Any, api: str, endpoint: str, err: GatewayError) -> None:
+        """An API request refused before routing (wrong method, unknown /v1/ path): answered,
+        and still recorded, attributed to its key when it carries a valid one."""
+        ctx = RequestContext(endpoint)
+        snap = self.state.snapshot
+        headers = scope.headers
+        ctx.session_id = headers.get("x-claude-code-session-id")
+        ctx.agent_id = headers.get("x-claude-code-agent-id")
+        ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+        if snap is not None:
+            with contextlib.suppress(GatewayError):
+                ctx.key = self.authenticate(snap, headers)
+        ctx.status = err.status
+        ctx.error_type = err.kind
+        try:
+            self._error(proto, api, err)
+        finally:
+            await self.finish(ctx, snap)
 
     def authenticate(self, snap: Snapshot, headers: Any) -> KeyInfo:
         tokens = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class UsageRecord:
     ts: float  # unix time the request arrived
     request_id: str
-    endpoint: str  # "messages" | "count_tokens" | "chat_completions" | "models"
+    endpoint: str  # "messages" | "count_tokens" | "chat_completions" | "models" | "unknown"
     key_id: str | None
     key_name: str | None
     user: str | None
