@@ -176,6 +176,41 @@ def test_budget_stops_spending(up: FakeUpstream, gateway_factory: Any) -> None:
     assert len(up.requests) == 1  # no upstream call once over budget
 
 
+def test_budget_holds_across_a_restart(up: FakeUpstream) -> None:
+    cfg = priced_config(
+        up.base_url, limits={"projects": {"payments": {"budget_usd": 0.01, "budget_period": "day"}}}
+    )
+    cfg["keys"][0]["budget_usd"] = 0.01
+    cfg["keys"][0]["budget_period"] = "day"
+    # A second key of the same project, with no budget of its own: only the project's stops it.
+    cfg["keys"].append({"name": "alice-ci", "token": "sg-alice-ci", "project": "payments", "models": ["*"]})
+    first = GatewayProcess(cfg).start()
+    try:
+        # $0.0165 on the first request: both the key's and the project's $0.01 are spent.
+        up.enqueue(fa.message_response("pricey", usage={"input_tokens": 3000, "output_tokens": 500}))
+        assert post(first, "sg-alice-token").status_code == 200
+        assert post(first, "sg-alice-token").status_code == 402
+    finally:
+        assert first.stop() == 0
+    state = first.env["SLUICEGATE_STATE_DIR"]
+    again = GatewayProcess(cfg, env={"SLUICEGATE_STATE_DIR": state}).start()
+    try:
+        calls = len(up.requests)
+        for token in ("sg-alice-token", "sg-alice-ci"):
+            r = post(again, token)
+            assert r.status_code == 402, (token, r.text)
+            assert r.json()["error"]["type"] == "billing_error"
+            assert "budget" in r.json()["error"]["message"].lower()
+        assert "project payments" in r.json()["error"]["message"]
+        assert len(up.requests) == calls  # no upstream call after the restart either
+        assert post(again, "sg-bob-token").status_code == 200  # no budget: unaffected
+        assert any(rec.get("message") == "budgets seeded from the ledger" for rec in again.log_records()), (
+            again.logs()
+        )
+    finally:
+        again.stop()
+
+
 def test_two_gateways_share_one_rpm_through_redis(
     up: FakeUpstream, gateway_factory: Any, redis_url: str
 ) -> None:

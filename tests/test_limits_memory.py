@@ -131,3 +131,37 @@ def test_empty_specs_admit_without_state() -> None:
     adm = run(lim.admit([("key:k", LimitSpec()), ("group:g", LimitSpec())]))
     assert isinstance(adm, Admission) and adm.ok and adm.scopes == []
     run(lim.settle(adm, 100, 1.0))
+
+
+def test_budgets_seeded_from_the_ledger_apply_per_scope_and_period() -> None:
+    now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC).timestamp()
+    clock = Clock(now)
+    lim = MemoryLimiter(clock=clock)
+    daily_key = [("key:k", LimitSpec(budget_usd=5.0, budget_period="day"))]
+    monthly_project = [("project:p", LimitSpec(budget_usd=100.0))]
+    fresh = [("key:other", LimitSpec(budget_usd=5.0, budget_period="day"))]
+    # The key's own month spend (99) must not count against its daily budget.
+    lim.seed_budgets({"day": {"key:k": 5.0}, "month": {"key:k": 99.0, "project:p": 100.0}}, now)
+    refused = lim.admit_now(daily_key)
+    assert not refused.ok and refused.reason == "budget" and refused.scope == "key:k"
+    assert lim.admit_now(monthly_project).reason == "budget"
+    assert lim.admit_now(fresh).ok
+    # The next day the key's daily seed no longer applies; the month's still does.
+    clock.t = datetime(2026, 11, 23, 0, 0, 1, tzinfo=UTC).timestamp()
+    assert lim.admit_now(daily_key).ok
+    assert lim.admit_now(monthly_project).reason == "budget"
+
+
+def test_seed_arriving_after_local_spend_adds_to_it() -> None:
+    now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC).timestamp()
+    lim = MemoryLimiter(clock=Clock(now))
+    scopes = [("key:k", LimitSpec(budget_usd=5.0, budget_period="day"))]
+    a = lim.admit_now(scopes)
+    lim.settle_now(a, 10, 2.0)
+    assert lim.admit_now(scopes).ok  # $2 < $5
+    lim.seed_budgets({"day": {"key:k": 3.0}, "month": {}}, now)
+    assert lim.admit_now(scopes).reason == "budget"  # $2 here + $3 before the restart
+    # A seed taken yesterday says nothing about today.
+    other = MemoryLimiter(clock=Clock(now))
+    other.seed_budgets({"day": {"key:k": 50.0}, "month": {}}, now - 86400)
+    assert other.admit_now(scopes).ok

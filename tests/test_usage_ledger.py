@@ -171,3 +171,30 @@ def test_close_under_concurrent_load_loses_nothing(pg_db_url: str) -> None:  # n
 def test_bad_url_is_refused() -> None:
     with pytest.raises(ValueError):
         Ledger.from_url("mysql://x")
+
+
+def test_spend_by_period_sums_the_day_and_the_month(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sluicegate.services import load_budget_spend
+
+    now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC).timestamp()
+    day0 = datetime(2026, 11, 22, tzinfo=UTC).timestamp()
+    month0 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db")
+    for i, (ts, key, project, cost) in enumerate(
+        [
+            (now - 60, "k1", "payments", 1.25),  # today
+            (day0 + 1, "k1", "payments", 0.75),  # today, just after midnight
+            (day0 - 1, "k1", "payments", 2.0),  # yesterday: this month only
+            (month0 - 1, "k1", "payments", 100.0),  # last month: not at all
+            (now - 30, "k2", None, 0.5),
+            (now - 20, None, None, 9.0),  # unattributed (a 401): no scope
+        ]
+    ):
+        ledger.submit(rec(i, ts=ts, key_id=key, project=project, cost_usd=cost))
+    ledger.close()
+    assert ledger.spend_by_period("key", day0, month0) == {"k1": (2.0, 4.0), "k2": (0.5, 0.5)}
+    spent = load_budget_spend(ledger, now)
+    assert spent["day"] == {"key:k1": 2.0, "key:k2": 0.5, "project:payments": 2.0, "group:sonnet": 11.5}
+    assert spent["month"]["project:payments"] == 4.0 and spent["month"]["group:sonnet"] == 13.5

@@ -8,9 +8,12 @@ queue put for the usage record.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from . import log
@@ -26,7 +29,7 @@ from .config.ops_sections import (
 )
 from .context import RequestContext
 from .errors import GatewayError
-from .limits import Limiter, LimitSpec
+from .limits import Limiter, LimitSpec, MemoryLimiter, period_start
 from .metrics import Metrics
 from .snapshot import KeyInfo, Snapshot
 from .usage.ledger import Ledger, NullLedger
@@ -83,6 +86,44 @@ def check_sections(snap: Snapshot) -> None:
             raise ValueError(f"{name}: {exc}") from None
 
 
+# Budgeted requests wait for the ledger's spend at most this long after start-up; after that
+# (the store is slow or down) budgets go on from what this process has seen.
+BUDGET_SEED_WAIT_S = 5.0
+_SEED_SCOPES = (("key", "key:"), ("project", "project:"), ("group", "group:"))
+
+
+def load_budget_spend(ledger: Any, now: float) -> dict[str, dict[str, float]]:
+    """USD per budget scope spent so far this UTC day and this month, from the ledger."""
+    day0, month0 = period_start("day", now), period_start("month", now)
+    spent: dict[str, dict[str, float]] = {"day": {}, "month": {}}
+    for by, prefix in _SEED_SCOPES:
+        for value, (day, month) in ledger.spend_by_period(by, day0, month0).items():
+            if day > 0:
+                spent["day"][prefix + value] = day
+            if month > 0:
+                spent["month"][prefix + value] = month
+    return spent
+
+
+def _seed_in_background(ledger: Any) -> Future[tuple[float, dict[str, dict[str, float]], float]]:
+    """Query the ledger in a thread (a month of records can take a while) so start-up and
+    requests without budgets never wait for it."""
+    fut: Future[tuple[float, dict[str, dict[str, float]], float]] = Future()
+
+    def run() -> None:
+        started = time.monotonic()
+        now = time.time()
+        try:
+            spent = load_budget_spend(ledger, now)
+        except Exception as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result((now, spent, time.monotonic() - started))
+
+    threading.Thread(target=run, name="sluicegate-budget-seed", daemon=True).start()
+    return fut
+
+
 class Services:
     def __init__(self, snap: Snapshot) -> None:
         ops = snap.ops
@@ -115,6 +156,12 @@ class Services:
         self.keystore = KeyStore.from_url(keystore_url(self.keystore_section))
         self.keystore.start(self.keystore_section.refresh_s if self.keystore_section else 2.0)
         self.limiter = Limiter.from_config(self.limits_section)
+        # In-process budgets would restart at zero: start them from the ledger's spend. (Redis
+        # keeps its counters across restarts.)
+        self._budget_seed: Future[Any] | None = None
+        self._seed_deadline = time.monotonic() + BUDGET_SEED_WAIT_S
+        if isinstance(self.limiter, MemoryLimiter) and not isinstance(self.ledger, NullLedger):
+            self._budget_seed = _seed_in_background(self.ledger)
         self.metrics_enabled = self.metrics_section.enabled
         self.metrics = Metrics(shared_dir=state_dir() / "metrics")
         self.metrics.watch(ledger=self.ledger, limiter=self.limiter, keystore=self.keystore)
@@ -150,6 +197,8 @@ class Services:
                 scopes.append(("group:" + group, LimitSpec.of(g, label=f"model group {group}")))
         if not scopes:
             return
+        if self._budget_seed is not None:
+            await self._apply_budget_seed(scopes)
         adm = await self.limiter.admit(scopes)
         self.metrics.limiter_decision(adm.reason if not adm.ok else ("degraded" if adm.degraded else None))
         if adm.ok:
@@ -160,6 +209,38 @@ class Services:
         if adm.reason == "limits_unavailable":
             raise GatewayError(503, adm.message, "api_error", [("retry-after", adm.retry_after_header)])
         raise GatewayError(429, adm.message, "rate_limit_error", [("retry-after", adm.retry_after_header)])
+
+    async def _apply_budget_seed(self, scopes: list[tuple[str, LimitSpec]]) -> None:
+        """Hand the ledger's spend to the limiter once it is loaded; a budgeted request in the
+        first moments after start-up waits for it (bounded), others go on at once."""
+        fut = self._budget_seed
+        if fut is None:
+            return
+        if not fut.done():
+            left = self._seed_deadline - time.monotonic()
+            if left <= 0 or not any(spec.budget_usd for _, spec in scopes):
+                return
+            await asyncio.wait({asyncio.wrap_future(fut)}, timeout=left)
+            if not fut.done() or self._budget_seed is not fut:
+                return
+        self._budget_seed = None
+        exc = fut.exception()
+        if exc is not None:
+            log.warning(
+                "budgets not seeded from the ledger; they count from zero in this process",
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+            )
+            return
+        at, spent, seconds = fut.result()
+        assert isinstance(self.limiter, MemoryLimiter)
+        self.limiter.seed_budgets(spent, at)
+        log.info(
+            "budgets seeded from the ledger",
+            day_scopes=len(spent["day"]),
+            month_scopes=len(spent["month"]),
+            seconds=round(seconds, 3),
+        )
 
     # -- end of request ----------------------------------------------------------------------------
     async def request_done(self, ctx: RequestContext, duration_s: float) -> None:

@@ -3,7 +3,7 @@
 from ._base import Limiter
 from .memory import MemoryLimiter
 from .redis_backend import RedisLimiter
-from .spec import Admission, LimitSpec, period_end, period_key
+from .spec import Admission, LimitSpec, period_end, period_key, period_start
 
 from_config = Limiter.from_config
 
@@ -16,4 +16,5 @@ __all__ = [
     "from_config",
     "period_end",
     "period_key",
+    "period_start",
 ]

@@ -66,6 +66,8 @@ class MemoryLimiter(Limiter):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._scopes: dict[str, _Scope] = {}
+        # Spend up to a restart, from the ledger: period key -> scope -> USD (seed_budgets()).
+        self._seeds: dict[str, dict[str, float]] = {}
         self.backend_errors = 0
         self.degraded_decisions = 0
 
@@ -100,8 +102,12 @@ class MemoryLimiter(Limiter):
             if spec.max_concurrent and st.inflight >= spec.max_concurrent:
                 fails.append(("concurrency", _CONC_RETRY))
             budget = spec.budget_usd
-            if budget and st.budget_key == period_key(spec.period, now) and st.spent >= budget:
-                fails.append(("budget", period_end(spec.period, now) - now))
+            if budget:
+                pkey = period_key(spec.period, now)
+                if st.budget_key != pkey:
+                    self._new_period(name, st, pkey)
+                if st.spent >= budget:
+                    fails.append(("budget", period_end(spec.period, now) - now))
             for reason, retry in fails:
                 if worst is None or retry > worst.retry_after_s:
                     worst = refusal(name, spec, reason, retry, now)
@@ -134,13 +140,34 @@ class MemoryLimiter(Limiter):
             if spec.budget_usd and cost_usd > 0:
                 key = period_key(spec.period, now)
                 if st.budget_key != key:
-                    st.budget_key, st.spent = key, 0.0
+                    self._new_period(name, st, key)
                 st.spent += cost_usd
+
+    def _new_period(self, name: str, st: _Scope, pkey: str) -> None:
+        """A scope's first budget check in a period: start from what the ledger says it spent
+        in that period before this process started (0 for a new period)."""
+        seeds = self._seeds.get(pkey)
+        st.budget_key, st.spent = pkey, (seeds.get(name, 0.0) if seeds else 0.0)
 
     def seed_spend(self, scope: str, period: str, usd: float) -> None:
         """Start the current period's spend from the ledger (after a restart) instead of zero."""
         st = self._scope(scope)
         st.budget_key, st.spent = period_key(period, self._clock()), usd
+
+    def seed_budgets(self, spent: dict[str, dict[str, float]], at: float) -> None:
+        """What each scope spent before this process started, from the ledger:
+        `spent["day"|"month"][scope]` is its USD from the start of that period up to `at`.
+
+        Each scope takes its seed at its first budget check in that period (so no scope needs
+        to be known in advance); a scope that already settled spend here adds the seed to it.
+        """
+        for period, by_scope in spent.items():
+            pkey = period_key(period, at)
+            self._seeds[pkey] = {**self._seeds.get(pkey, {}), **by_scope}
+            for name, usd in by_scope.items():
+                st = self._scopes.get(name)
+                if st is not None and st.budget_key == pkey:
+                    st.spent += usd
 
     def inflight(self, scope: str) -> int:
         st = self._scopes.get(scope)

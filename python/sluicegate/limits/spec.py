@@ -88,6 +88,13 @@ def period_key(period: str, now: float) -> str:
     return key
 
 
+def period_start(period: str, now: float) -> float:
+    """Unix time the current UTC day / month began."""
+    t = time.gmtime(now)
+    day = 1 if period != "day" else t.tm_mday
+    return datetime(t.tm_year, t.tm_mon, day, tzinfo=UTC).timestamp()
+
+
 def period_end(period: str, now: float) -> float:
     """Unix time the current UTC day / month ends (the budget resets)."""
     t = time.gmtime(now)

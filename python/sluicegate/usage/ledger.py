@@ -280,6 +280,27 @@ class Ledger:
         (e.g. `limiter.seed_spend(f"key:{k}", "month", usd)` for `spend("key", month_start)`)."""
         return {r[by]: r["cost_usd"] for r in self.query(by, since=since) if r[by] is not None}
 
+    def spend_by_period(
+        self, by: str, day_start: float, month_start: float
+    ) -> dict[str, tuple[float, float]]:
+        """USD spent per value of `by` since `day_start` and since `month_start`, in one pass
+        over the month: what in-process budgets start from after a restart."""
+        col = BY_COLUMNS.get(by)
+        if col is None:
+            raise ValueError(f"unknown --by {by!r}; one of {', '.join(BY_COLUMNS)}")
+        since = min(day_start, month_start)
+        sql = (
+            f"SELECT {col}, SUM(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END),"
+            " SUM(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END)"
+            f" FROM usage_records WHERE ts >= ? AND {col} IS NOT NULL AND cost_usd > 0 GROUP BY {col}"
+        )
+        conn = self._read_conn()
+        try:
+            rows = conn.execute(self.db.sql(sql), (day_start, month_start, since)).fetchall()
+        finally:
+            conn.close()
+        return {row[0]: (float(row[1] or 0.0), float(row[2] or 0.0)) for row in rows}
+
     def records(
         self,
         since: float | None = None,
@@ -332,6 +353,11 @@ class NullLedger:
         return []
 
     def spend(self, by: str, since: float) -> dict[str, float]:
+        return {}
+
+    def spend_by_period(
+        self, by: str, day_start: float, month_start: float
+    ) -> dict[str, tuple[float, float]]:
         return {}
 
 
