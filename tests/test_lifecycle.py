@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, GatewayProcess, free_port
+from conftest import ROOT, GatewayProcess, anthropic_config, free_port
+from fakes import FakeUpstream
+from fakes import anthropic as fa
 
 MSG = {"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
 
@@ -42,20 +44,47 @@ def ledger_count(gw: GatewayProcess) -> int:
         conn.close()
 
 
-def stream_in_thread(gw: GatewayProcess, out: dict[str, Any]) -> threading.Thread:
+def stream_in_thread(
+    gw: GatewayProcess, out: dict[str, Any], body: dict[str, Any] | None = None, key: str = "sg-k"
+) -> threading.Thread:
+    """POST a streaming request in a thread; `out["started"]` is set at the first chunk, and
+    `out["text"]` holds the whole body (or `out["error"]` the failure) when it ends."""
+    started = out["started"] = threading.Event()
+
     def run() -> None:
-        with httpx.stream(
-            "POST",
-            gw.url + "/v1/messages",
-            json={**MSG, "stream": True},
-            headers={"x-api-key": "sg-k"},
-            timeout=30,
-        ) as r:
-            out["text"] = r.read().decode()
+        chunks: list[bytes] = []
+        try:
+            with httpx.stream(
+                "POST",
+                gw.url + "/v1/messages",
+                json=body or {**MSG, "stream": True},
+                headers={"x-api-key": key},
+                timeout=30,
+            ) as r:
+                out["status"] = r.status_code
+                for chunk in r.iter_raw():
+                    chunks.append(chunk)
+                    started.set()
+        except httpx.HTTPError as exc:
+            out["error"] = repr(exc)
+        finally:
+            out["text"] = b"".join(chunks).decode()
+            started.set()
 
     t = threading.Thread(target=run)
     t.start()
     return t
+
+
+def outcome(client: httpx.Client, method: str, url: str, **kw: Any) -> int | str:
+    """The status code, or how the connection failed: "refused" (nothing listens), "closed"
+    (an accepted connection ended without an answer)."""
+    try:
+        return client.request(method, url, **kw).status_code
+    except httpx.ConnectError:
+        return "refused"
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        return "closed"
 
 
 def test_sigterm_lets_open_streams_finish_and_flushes_ledger() -> None:
@@ -74,19 +103,82 @@ def test_sigterm_lets_open_streams_finish_and_flushes_ledger() -> None:
     assert ledger_count(gw) == 3
 
 
+def one_connection() -> httpx.Client:
+    """A client whose every request opens a new connection."""
+    return httpx.Client(timeout=2, headers={"connection": "close"})
+
+
+def test_sigterm_turns_readiness_off_and_stops_accepting_while_a_held_stream_finishes() -> None:
+    gw = GatewayProcess(mock_config(interval_ms=150, events=20)).start()  # a 3 s stream
+    kept = httpx.Client(timeout=2)
+    try:
+        assert outcome(kept, "GET", gw.url + "/readyz") == 200  # the kept-alive connection
+        held: dict[str, Any] = {}
+        t = stream_in_thread(gw, held)
+        assert held["started"].wait(10) and held.get("status") == 200
+        gw.signal(signal.SIGTERM)
+
+        # Until the worker has the signal /readyz may still say 200; from the first answer
+        # that is not 200 on, nothing may be accepted as ready or served anew.
+        deadline = time.monotonic() + 2
+        with one_connection() as probe:
+            while outcome(probe, "GET", gw.url + "/readyz") == 200:
+                assert time.monotonic() < deadline, "readiness still 200 two seconds after SIGTERM"
+                time.sleep(0.02)
+        seen = []
+        for _ in range(5):
+            with one_connection() as new:
+                ready = outcome(new, "GET", gw.url + "/readyz")
+            with one_connection() as new:
+                message = outcome(
+                    new, "POST", gw.url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-k"}
+                )
+            again = outcome(kept, "GET", gw.url + "/readyz")
+            seen.append((ready, message, again))
+            time.sleep(0.05)
+        assert t.is_alive(), "the held stream ended before the checks: they proved nothing"
+        for ready, message, again in seen:
+            assert ready in (503, "refused"), seen  # not ready, or not accepting at all
+            assert message != 200, seen  # a new request is never served
+            assert again in (503, "refused", "closed"), seen  # the kept-alive connection too
+        t.join(15)
+        assert not t.is_alive()
+        assert "error" not in held, held.get("error")
+        assert held["text"].count("event: content_block_delta") == 20
+        assert "event: message_stop" in held["text"]
+        assert gw.proc is not None and gw.proc.wait(20) == 0
+        assert ledger_count(gw) == 1
+    finally:
+        kept.close()
+        gw.stop()
+
+
+def test_serve_drains_for_30_seconds_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sluicegate.cli import build_parser
+
+    # The Deployment's terminationGracePeriodSeconds and compose's stop_grace_period count on it.
+    monkeypatch.delenv("SLUICEGATE_DRAIN_S", raising=False)
+    assert build_parser().parse_args(["serve"]).drain_s == 30
+
+
 def test_drain_deadline_ends_streams_then_exits_cleanly() -> None:
-    gw = GatewayProcess(mock_config(interval_ms=500, events=40), env={"SLUICEGATE_DRAIN_S": "1"})
-    gw.start()
-    out: dict[str, Any] = {}
-    t = stream_in_thread(gw, out)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    assert gw.stop(timeout=30) == 0
-    assert time.monotonic() - t0 < 8
-    t.join(10)
+    with FakeUpstream() as up:
+        # 40 events half a second apart: far longer than the one-second drain deadline.
+        up.script(lambda req: fa.sse_response(fa.Text("x" * 40, pieces=40), pause=0.5))
+        gw = GatewayProcess(anthropic_config(up.base_url), env={"SLUICEGATE_DRAIN_S": "1"}).start()
+        out: dict[str, Any] = {}
+        body = {**MSG, "stream": True, "messages": [{"role": "user", "content": "long"}]}
+        t = stream_in_thread(gw, out, body=body, key="sg-alice-token")
+        assert out["started"].wait(10) and out.get("status") == 200
+        t0 = time.monotonic()
+        assert gw.stop(timeout=30) == 0
+        assert time.monotonic() - t0 < 8
+        t.join(10)
     assert "event: message_stop" not in out.get("text", "")
+    records = gw.log_records()
+    deadline = [r for r in records if r.get("message") == "drain deadline reached; ending open streams"]
+    assert deadline and deadline[0]["streams"] == 1, gw.logs()
     assert ledger_count(gw) == 1
-    assert "drain deadline reached" in gw.logs() or "draining" in gw.logs()
 
 
 def test_sighup_under_steady_load_fails_no_request(gateway_factory: Any) -> None:
