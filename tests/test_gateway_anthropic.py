@@ -330,6 +330,55 @@ def test_midstream_upstream_failure_becomes_error_event(gw: GatewayProcess, up: 
     assert UPSTREAM_KEY not in text
 
 
+def _stream_raw(gw: GatewayProcess) -> bytes:
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/messages",
+        json={**MSG, "stream": True},
+        headers={"x-api-key": "sg-alice-token", "anthropic-version": "2023-06-01"},
+        timeout=10,
+    ) as r:
+        assert r.status_code == 200
+        return r.read()
+
+
+def test_stream_ending_cleanly_without_a_stop_gets_an_error_event(
+    gw: GatewayProcess, up: FakeUpstream
+) -> None:
+    """The body ends properly (last chunk) but the message does not: no message_delta, no
+    message_stop. The client must not take the half message for a whole one."""
+    frames = fa.sse_stream(fa.Text("cut short here", pieces=3))
+    assert frames[-2].startswith(b"event: message_delta") and frames[-1].startswith(b"event: message_stop")
+    cut = frames[:-2]
+    up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(f) for f in cut]])
+    raw = _stream_raw(gw)
+    assert raw.startswith(b"".join(cut))
+    tail = raw[len(b"".join(cut)) :]
+    assert tail.startswith(b"event: error\ndata: ") and tail.endswith(b"\n\n")
+    err = json.loads(tail.split(b"data: ", 1)[1])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error"
+    assert "up/claude-sonnet-4-6" in err["error"]["message"]
+    assert "ended before the message was complete" in err["error"]["message"]
+    time.sleep(0.2)
+    assert gw.access_records()[-1]["error"] == "stream_incomplete"
+
+    # Through the SDK: an error, not a final message with half the text.
+    up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(f) for f in cut]])
+    with (
+        pytest.raises(anthropic.APIStatusError, match="ended before the message was complete"),
+        client(gw).messages.stream(
+            model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        ) as s,
+    ):
+        s.get_final_message()
+
+    # A complete stream is relayed byte for byte with nothing added.
+    up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(f) for f in frames]])
+    assert _stream_raw(gw) == b"".join(frames)
+    time.sleep(0.2)
+    assert gw.access_records()[-1]["error"] is None
+
+
 def test_sse_split_at_every_byte_still_relayed_whole(gw: GatewayProcess, up: FakeUpstream) -> None:
     frames = b"".join(fa.sse_stream(fa.Text("héllo wörld ✓ split", pieces=6)))
     up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(frames[i : i + 7]) for i in range(0, len(frames), 7)]])

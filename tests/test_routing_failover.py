@@ -144,6 +144,31 @@ def test_stream_that_breaks_after_its_first_event_is_not_retried(gateway_factory
         assert len(breaks.requests) == 2 and len(good.requests) == 1
 
 
+def test_empty_200_stream_fails_over_and_alone_is_a_502(gateway_factory: Any) -> None:
+    """200, text/event-stream, then at once the last chunk (`0\\r\\n\\r\\n`): not one event. Claude
+    Code's "empty or malformed response (HTTP 200)"; the client has seen nothing, so fail over."""
+    with FakeUpstream("empty") as empty, FakeUpstream("good") as good:
+        empty.script(lambda _r: [Status(200, fa.SSE_HEADERS)])
+        gw: GatewayProcess = gateway_factory(config([("empty", empty.base_url), ("good", good.base_url)]))
+        sdk = anthropic.Anthropic(base_url=gw.url, api_key="sg-k", max_retries=0)
+        with sdk.messages.stream(model="g", max_tokens=5, messages=[{"role": "user", "content": "x"}]) as s:
+            assert "".join(s.text_stream) == "Hello from fake upstream"
+        assert len(empty.requests) == 1 and len(good.requests) == 1
+        time.sleep(0.2)
+        rec = gw.access_records()[-1]
+        assert rec["attempts"] == 2 and rec["target"] == "good/claude-sonnet-4-6#1" and rec["error"] is None
+
+        # Alone in its group: a 502 in Anthropic's shape naming the target, not an empty 200.
+        alone: GatewayProcess = gateway_factory(config([("empty", empty.base_url)]))
+        r = post(alone, {**MSG, "stream": True})
+        assert r.status_code == 502, r.text
+        err = r.json()
+        assert err["type"] == "error" and err["error"]["type"] == "api_error"
+        assert "empty/claude-sonnet-4-6" in err["error"]["message"]
+        assert "without sending any event" in err["error"]["message"]
+        assert len(empty.requests) == 2
+
+
 def test_breaker_opens_stays_out_during_cooldown_then_one_probe_recovers_it(gateway_factory: Any) -> None:
     with FakeUpstream("flaky") as flaky, FakeUpstream("backup") as backup:
         down = {"on": True, "delay": 0.0}

@@ -110,8 +110,8 @@ async def _open(
 
 
 async def _first_event(conn: Any, ex: Any) -> bytes | None:
-    """The first bytes of an event stream for the client, or None for an empty stream. Raises
-    UpstreamError when the upstream fails before sending a single event."""
+    """The first bytes of an event stream for the client. Raises UpstreamError when the upstream
+    fails, or ends the stream, before sending a single event."""
     if _deadline.get() is None:
         data: bytes | None = await conn.next_chunk()
     else:
@@ -120,9 +120,15 @@ async def _first_event(conn: Any, ex: Any) -> bytes | None:
         except TimeoutError:
             conn.abort()
             raise UpstreamTimeout("upstream timed out: no event before the group's deadline") from None
-    if ex.event_count == 0 and ex.truncated:
-        # What a translating exchange emits at eof here is its own error event, not the upstream's.
-        raise conn.error or UpstreamClosed("upstream closed the stream before its first event")
+    if ex.event_count == 0:
+        if ex.truncated:
+            # What a translating exchange emits at eof here is its own error event, not the upstream's.
+            raise conn.error or UpstreamClosed("upstream closed the stream before its first event")
+        if ex.done:
+            # A 200 event stream that ended cleanly with no event at all (`0\r\n\r\n` at once):
+            # Claude Code's "empty or malformed response (HTTP 200)". As good as a closed
+            # connection, and the client has seen nothing yet, so the next target is tried.
+            raise UpstreamClosed("upstream ended its event stream without sending any event")
     return data
 
 
@@ -196,7 +202,7 @@ async def forward(
         headers.append(("x-sluicegate-request-id", ctx.request_id))
         transport = proto.response_stream(status, headers)
         if data is not None:
-            await _relay_rest(ctx, conn, transport, data, mode, api, target)
+            await _relay_rest(ctx, conn, ex, transport, data, mode, api, target)
     finally:
         open_streams.discard(conn)
         with contextlib.suppress(Exception):
@@ -214,7 +220,14 @@ async def forward(
 
 
 async def _relay_rest(
-    ctx: RequestContext, conn: Any, transport: Any, first: bytes, mode: int, api: str, target: Target
+    ctx: RequestContext,
+    conn: Any,
+    ex: Any,
+    transport: Any,
+    first: bytes,
+    mode: int,
+    api: str,
+    target: Target,
 ) -> None:
     """Send the first event, then the rest of the stream straight from the upstream socket's
     callback (`conn.relay`): per chunk one native parse and one queued send, no coroutine."""
@@ -229,16 +242,29 @@ async def _relay_rest(
     except ClientGone:
         ctx.client_disconnected = True
         conn.abort()
+        return
     except UpstreamError as exc:
         if ctx.client_disconnected:
             return
         ctx.error_type = f"stream_{exc.kind}"
         # A translating exchange has already emitted its own error event from eof().
         if mode in (_native.RELAY_ANTHROPIC, _native.RELAY_OPENAI):
-            try:
-                await transport.send_bytes(stream_error_event(api, f"upstream {target.name}: {exc.message}"))
-            except Exception:
-                ctx.client_disconnected = True
+            await _send_error_event(ctx, transport, api, f"upstream {target.name}: {exc.message}")
+        return
+    if mode == _native.RELAY_ANTHROPIC and ex.stop_reason is None and not ex.error_event:
+        # The body ended cleanly (last chunk, or close of a close-delimited body) but the message
+        # never did: no message_delta with a stop_reason. The SDK would hand Claude Code a
+        # half message as if complete; an error event says it is not. Checked once, here.
+        ctx.error_type = "stream_incomplete"
+        message = f"upstream {target.name}: the event stream ended before the message was complete"
+        await _send_error_event(ctx, transport, api, message)
+
+
+async def _send_error_event(ctx: RequestContext, transport: Any, api: str, message: str) -> None:
+    try:
+        await transport.send_bytes(stream_error_event(api, message))
+    except Exception:
+        ctx.client_disconnected = True
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
