@@ -218,20 +218,50 @@ def test_sighup_under_steady_load_fails_no_request(gateway_factory: Any) -> None
     assert r.status_code == 200
 
 
-def test_entrypoint_serves_outside_a_container(tmp_path: Path) -> None:
+def compile_snapshot(config: dict[str, Any], out: Path, work: Path) -> None:
+    """`sluicegate compile-config CONFIG -o OUT`, replacing OUT atomically as a deploy tool would."""
     import yaml
 
-    cfg = tmp_path / "sluicegate.yaml"
-    cfg.write_text(yaml.safe_dump(mock_config()))
+    source = work / f"source-{time.monotonic_ns()}.yaml"
+    source.write_text(yaml.safe_dump(config))
+    tmp = work / "snapshot.json.new"
+    res = subprocess.run(
+        [sys.executable, "-m", "sluicegate.cli", "compile-config", str(source), "-o", str(tmp)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    os.replace(tmp, out)
+
+
+@pytest.mark.parametrize("source", ["config", "snapshot"])
+def test_entrypoint_serves_outside_a_container(tmp_path: Path, source: str) -> None:
+    import yaml
+
+    # The image's layout: config or snapshot in a read-only /etc/sluicegate/.
+    etc = tmp_path / "etc-sluicegate"
+    etc.mkdir()
+    cfg = etc / "sluicegate.yaml"
     port = free_port()
     env = {
         **os.environ,
         "SLUICEGATE_BIN": f"{sys.executable} -m sluicegate.cli",
+        # The image's default config path; with a snapshot nothing is mounted there.
         "SLUICEGATE_CONFIG": str(cfg),
         "SLUICEGATE_PORT": str(port),
         "SLUICEGATE_HOST": "127.0.0.1",
         "SLUICEGATE_STATE_DIR": str(tmp_path / "state"),
     }
+    if source == "config":
+        cfg.write_text(yaml.safe_dump(mock_config()))
+    else:
+        snapshot = etc / "snapshot.json"
+        compile_snapshot(mock_config(), snapshot, tmp_path)
+        env["SLUICEGATE_SNAPSHOT"] = str(snapshot)
+    for path in etc.iterdir():
+        path.chmod(0o444)
+    etc.chmod(0o555)
     proc = subprocess.Popen(
         ["bash", str(ROOT / "deploy" / "docker-entrypoint.sh")],
         env=env,
@@ -239,26 +269,45 @@ def test_entrypoint_serves_outside_a_container(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         ready = False
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+                ready = httpx.get(url + "/readyz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 ready = False
             if ready:
                 break
             time.sleep(0.1)
         assert ready, proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else "not ready"
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=MSG, headers={"x-api-key": "sg-k"})
+        r = httpx.post(url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-k"})
         assert r.status_code == 200
+        if source == "snapshot":
+            # A new snapshot put in place (the mount is read-only to the gateway, not to the
+            # operator), then SIGHUP: the gateway serves it.
+            etc.chmod(0o755)
+            newer = mock_config()
+            newer["models"]["big-coder"]["aliases"] = ["from-new-snapshot"]
+            compile_snapshot(newer, etc / "snapshot.json", tmp_path)
+            etc.chmod(0o555)
+            proc.send_signal(signal.SIGHUP)
+            body = {**MSG, "model": "from-new-snapshot"}
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                r = httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": "sg-k"})
+                if r.status_code == 200:
+                    break
+                time.sleep(0.1)
+            assert r.status_code == 200, r.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        etc.chmod(0o755)
 
 
 def test_bad_config_never_serves(tmp_path: Path) -> None:
