@@ -191,10 +191,23 @@ class Gateway:
         declared = scope.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise GatewayError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
-        body: bytes = await proto()
-        if len(body) > limit:
-            raise GatewayError(413, f"request body of {len(body)} bytes is over the limit of {limit} bytes")
-        return body
+        if declared is not None:
+            body: bytes = await proto()
+            if len(body) > limit:
+                raise GatewayError(
+                    413, f"request body of {len(body)} bytes is over the limit of {limit} bytes"
+                )
+            return body
+        # No length given (chunked upload): read piece by piece and stop at the limit, so an
+        # endless body never has to fit in memory first.
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in proto:
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"request body is over the limit of {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
 
     # -- /v1/messages and /v1/messages/count_tokens ----------------------------------------------
     async def messages(self, scope: Any, proto: Any, endpoint: str, upstream_path: str) -> None:
