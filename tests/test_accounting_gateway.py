@@ -3,7 +3,6 @@ Redis shared by two gateways, a real SQLite file and a real PostgreSQL server.""
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -222,6 +221,18 @@ def test_two_gateways_share_one_rpm_through_redis(
     assert statuses.count(200) == 10 and statuses.count(429) == 6, statuses
 
 
+def samples(gw: GatewayProcess) -> dict[str, float]:
+    """The scrape as {'name{labels}': value}."""
+    r = httpx.get(gw.url + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 @pytest.mark.parametrize("policy", ["open", "closed"])
 def test_redis_down_follows_policy(
     up: FakeUpstream,
@@ -235,14 +246,33 @@ def test_redis_down_follows_policy(
     cfg["keys"][0]["rpm"] = 100
     gw: GatewayProcess = gateway_factory(cfg)
     assert post(gw, "sg-alice-token").status_code == 200
+    before = samples(gw)
+    assert before["sluicegate_limiter_backend_up"] == 1
+    assert before.get("sluicegate_limiter_degraded_total", 0) == 0
     with redis_server.down():
         r = post(gw, "sg-alice-token")
         if policy == "open":
             assert r.status_code == 200
         else:
             assert r.status_code == 503 and r.json()["error"]["type"] == "api_error"
-    metrics = httpx.get(gw.url + "/metrics").text
-    assert "sluicegate_limiter" in metrics
+            assert r.headers["retry-after"] == "5"
+        during = samples(gw)
+        assert during["sluicegate_limiter_backend_up"] == 0
+        assert during["sluicegate_limiter_degraded_total"] >= 1
+        assert during["sluicegate_limiter_backend_errors_total"] >= 1
+        decision = "degraded" if policy == "open" else "limits_unavailable"
+        assert during[f'sluicegate_limiter_decisions_total{{decision="{decision}"}}'] >= 1
+        said = [rec for rec in gw.log_records() if rec.get("message") == "limits backend unavailable"]
+        assert len(said) == 1, gw.logs()  # once per outage, not per request
+        assert said[0]["policy"].startswith("fail open" if policy == "open" else "fail closed")
+    # Back: once the one-second pause is over, requests go through Redis again and the gauge says so.
+    deadline = time.monotonic() + 10
+    while samples(gw)["sluicegate_limiter_backend_up"] != 1:
+        assert time.monotonic() < deadline, "the limiter never found Redis again"
+        time.sleep(0.3)
+        post(gw, "sg-alice-token")
+    assert post(gw, "sg-alice-token").status_code == 200
+    assert any(rec.get("message") == "limits backend available again" for rec in gw.log_records())
 
 
 def test_every_request_leaves_one_record_with_right_tokens_and_cost(
@@ -399,12 +429,45 @@ def test_postgres_ledger_and_outage(up: FakeUpstream, gateway_factory: Any, post
 
 
 def test_metrics_endpoint(up: FakeUpstream, gateway_factory: Any) -> None:
-    gw: GatewayProcess = gateway_factory(priced_config(up.base_url))
-    post(gw, "sg-alice-token")
-    post(gw, "sg-nobody")
-    text = httpx.get(gw.url + "/metrics").text
-    assert 'sluicegate_requests_total{group="big-coder"' in text
-    assert "sluicegate_ledger_queue_depth" in text or "sluicegate_ledger" in text
+    # A queue of two that is not flushed during the test: the third record is dropped, counted.
+    cfg = priced_config(up.base_url, ledger={"queue_max": 2, "flush_interval_s": 60})
+    cfg["keys"][0]["rpm"] = 100
+    gw: GatewayProcess = gateway_factory(cfg)
+    usage = {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": 1000,
+        "cache_read_input_tokens": 5000,
+    }
+    up.enqueue(fa.message_response("plain", usage=usage))
+    up.enqueue(fa.sse_response(fa.Text("streamed", pieces=2), usage=usage))
+    assert post(gw, "sg-alice-token").status_code == 200
+    assert post(gw, "sg-nobody").status_code == 401
+    assert post(gw, "sg-alice-token", {**MSG, "stream": True}).status_code == 200
+    s = samples(gw)
+    g = 'group="big-coder",target="up/claude-sonnet-4-6"'
+    assert s[f'sluicegate_requests_total{{{g},status="200"}}'] == 2
+    assert s['sluicegate_requests_total{group="",target="",status="401"}'] == 1
+    assert s['sluicegate_errors_total{group="",target="",error_type="authentication_error"}'] == 1
+    # Histograms: both answered requests have a first byte; the 401 only a duration.
+    assert s[f"sluicegate_ttfb_seconds_count{{{g}}}"] == 2
+    assert s[f'sluicegate_ttfb_seconds_bucket{{{g},le="+Inf"}}'] == 2
+    assert 0 < s[f"sluicegate_ttfb_seconds_sum{{{g}}}"] < 10
+    assert s[f"sluicegate_request_duration_seconds_count{{{g}}}"] == 2
+    assert s['sluicegate_request_duration_seconds_count{group="",target=""}'] == 1
+    assert 'sluicegate_ttfb_seconds_count{group="",target=""}' not in s
+    tokens = {k: s[f'sluicegate_tokens_total{{{g},kind="{k}"}}'] for k in ("input", "output")}
+    tokens |= {k: s[f'sluicegate_tokens_total{{{g},kind="{k}"}}'] for k in ("cache_creation", "cache_read")}
+    assert tokens == {"input": 200, "output": 40, "cache_creation": 2000, "cache_read": 10000}
+    one = (100 * 3.0 + 20 * 15.0 + 1000 * 3.75 + 5000 * 0.30) / 1e6
+    assert s[f"sluicegate_cost_usd_total{{{g}}}"] == pytest.approx(2 * one)
+    assert s["sluicegate_streams_in_flight"] == 0
+    assert s['sluicegate_limiter_decisions_total{decision="admitted"}'] == 2
+    assert s['sluicegate_target_health{target="up/claude-sonnet-4-6",state="closed"}'] == 1
+    assert s['sluicegate_target_health{target="up/claude-sonnet-4-6",state="open"}'] == 0
+    assert s["sluicegate_ledger_queue_depth"] == 2 and s["sluicegate_ledger_dropped_total"] == 1
+    assert s["sluicegate_ledger_written_total"] == 0 and s["sluicegate_ledger_store_up"] == 1
+    assert s["sluicegate_limiter_backend_up"] == 1
 
 
 def test_admin_api(up: FakeUpstream, gateway_factory: Any) -> None:
@@ -426,10 +489,25 @@ def test_admin_api(up: FakeUpstream, gateway_factory: Any) -> None:
     while post(gw, token).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert post(gw, token).status_code == 200
-    usage = httpx.get(gw.url + "/admin/usage?by=user", headers={"authorization": f"Bearer {admin_token}"})
-    assert usage.status_code == 200
-    assert admin_token not in gw.logs()
-    assert signal.SIGTERM
+    auth = {"authorization": f"Bearer {admin_token}"}
+    dave_ok = 2  # the 200 that ended the wait, and the one after it
+    deadline = time.monotonic() + 10
+    dave: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        usage = httpx.get(gw.url + "/admin/usage?by=user", headers=auth)
+        assert usage.status_code == 200
+        dave = [row for row in usage.json()["rows"] if row["user"] == "dave"]
+        if dave and dave[0]["requests"] >= dave_ok:
+            break
+        time.sleep(0.2)
+    assert dave and dave[0]["requests"] == dave_ok and dave[0]["errors"] == 0, dave
+    key_id = r.json()["key"]["key_id"]
+    assert httpx.post(gw.url + f"/admin/keys/{key_id}/revoke", headers=auth).status_code == 200
+    deadline = time.monotonic() + 5
+    while post(gw, token).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert post(gw, token).status_code == 401
+    assert admin_token not in gw.logs() and token not in gw.logs()
 
 
 def test_cost_reported_by_the_upstream_is_recorded(gateway_factory: Any) -> None:
