@@ -470,6 +470,33 @@ def test_metrics_endpoint(up: FakeUpstream, gateway_factory: Any) -> None:
     assert s["sluicegate_limiter_backend_up"] == 1
 
 
+def test_breaker_state_in_metrics_with_two_workers(up: FakeUpstream) -> None:
+    gw = GatewayProcess(priced_config(up.base_url), workers=2).start()
+    try:
+        target = "up/claude-sonnet-4-6"
+        for _ in range(10):  # new connections: both workers route to the target (closed)
+            assert post(gw, "sg-alice-token").status_code == 200
+        # One 429 with retry-after opens the breaker in whichever worker served it.
+        up.enqueue(fa.error_response(429, "rate_limit_error", "slow down", {"retry-after": "120"}))
+        assert post(gw, "sg-alice-token").status_code == 429
+        deadline = time.monotonic() + 10
+        s = samples(gw)
+        while s.get(f'sluicegate_target_health{{target="{target}",state="open"}}') != 1:
+            assert time.monotonic() < deadline, s
+            time.sleep(0.2)
+            s = samples(gw)
+        # From now on every scrape, whichever worker answers it, says open (the worst state),
+        # not closed from the worker that never saw the 429.
+        for _ in range(20):
+            s = samples(gw)
+            assert s[f'sluicegate_target_health{{target="{target}",state="open"}}'] == 1, s
+            assert s[f'sluicegate_target_health{{target="{target}",state="closed"}}'] == 0
+            assert s[f'sluicegate_requests_total{{group="big-coder",target="{target}",status="200"}}'] == 10
+            assert s[f'sluicegate_requests_total{{group="big-coder",target="{target}",status="429"}}'] == 1
+    finally:
+        gw.stop()
+
+
 def test_admin_api(up: FakeUpstream, gateway_factory: Any) -> None:
     admin_token = "admin-token-0123456789"
     gw: GatewayProcess = gateway_factory(

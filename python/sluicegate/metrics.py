@@ -1,9 +1,10 @@
 """Prometheus metrics as plain counters in dicts, rendered (text format 0.0.4) only at scrape time.
 
 Each update on the request path is a dict get and an add (a histogram adds one bisect), about a
-microsecond. Gauges owned by other parts (ledger queue, limiter backend, key store) are read at
-render time. With several Granian workers, give each worker's Metrics the same `shared_dir`:
-each publishes its counters there every second and any worker's scrape answers the sum.
+microsecond. Gauges owned by other parts (ledger queue, limiter backend, key store, breakers)
+are read at render time. With several Granian workers, give each worker's Metrics the same
+`shared_dir`: each publishes its current view there every second and any worker's scrape
+answers for all of them: counters summed, breaker state the worst any worker has for a target.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,11 @@ TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
 HEALTH_STATES = ("closed", "open", "half_open")
+# How bad a breaker state is, for one answer over several workers: open, then half-open.
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+# A worker's published point-in-time values (breaker states, gauges) older than this are not
+# believed: the worker is hung or gone. Its counters still count while its process lives.
+STALE_AFTER_S = 5.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -52,6 +59,7 @@ class Metrics:
         self._ledger: Any = None
         self._limiter: Any = None
         self._keystore: Any = None
+        self._health_source: Callable[[], dict[str, str]] | None = None
         self._shared = Path(shared_dir) if shared_dir else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -101,10 +109,22 @@ class Metrics:
         self.limiter[r] = self.limiter.get(r, 0) + 1
 
     def target_health(self, target: str, state: str) -> None:
+        """Set a target's state by hand (without a `watch(health=...)` source)."""
         self.health[target] = state
 
     # -- gauges read at render ---------------------------------------------------------------------
-    def watch(self, *, ledger: Any = None, limiter: Any = None, keystore: Any = None) -> None:
+    def watch(
+        self,
+        *,
+        ledger: Any = None,
+        limiter: Any = None,
+        keystore: Any = None,
+        health: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
+        """`health`: this worker's breaker state per target, read each time the view is dumped
+        (for a scrape and for every publish), so other workers' scrapes see it too."""
+        if health is not None:
+            self._health_source = health
         if ledger is not None:
             self._ledger = ledger
         if limiter is not None:
@@ -130,8 +150,19 @@ class Metrics:
         return g
 
     # -- several workers ---------------------------------------------------------------------------
+    def _health_now(self) -> dict[str, str]:
+        source = self._health_source
+        if source is None:
+            return dict(self.health)
+        try:
+            return dict(source())
+        except RuntimeError:  # the registry changed under a publishing thread: next time
+            return dict(self.health)
+
     def dump(self) -> dict[str, Any]:
         return {
+            "ts": time.time(),
+            "pid": os.getpid(),
             "requests": [[*k, v] for k, v in list(self.requests.items())],
             "errors": [[*k, v] for k, v in list(self.errors.items())],
             "ttfb": [[*k, list(v)] for k, v in list(self.ttfb.items())],
@@ -139,7 +170,7 @@ class Metrics:
             "tokens": [[*k, list(v)] for k, v in list(self.tokens.items())],
             "cost": [[*k, v] for k, v in list(self.cost.items())],
             "limiter": dict(self.limiter),
-            "health": dict(self.health),
+            "health": self._health_now(),
             "streams_in_flight": self.streams_in_flight,
             "gauges": self._gauges(),
         }
@@ -174,12 +205,13 @@ class Metrics:
             self._thread = None
 
     def _all_dumps(self) -> list[dict[str, Any]]:
+        """This worker's view, then every other live worker's last published one."""
         dumps = [self.dump()]
         if self._shared is not None:
             mine = f"{os.getpid()}.json"
             for path in sorted(self._shared.glob("*.json")):
-                if path.name == mine:
-                    continue
+                if path.name == mine or not _alive(path.stem):
+                    continue  # a worker gone (or a previous run's): its numbers are not ours
                 try:
                     dumps.append(orjson.loads(path.read_bytes()))
                 except (OSError, orjson.JSONDecodeError):
@@ -199,14 +231,28 @@ class Metrics:
         health: dict[str, str] = {}
         gauges: dict[str, float] = {}
         streams = 0
+        now = time.time()
         for d in dumps:
             for k, v in d["limiter"].items():
                 limiter[k] = limiter.get(k, 0) + v
-            health.update(d["health"])
-            streams += d["streams_in_flight"]
+            fresh = now - d.get("ts", 0.0) < STALE_AFTER_S
+            if fresh:
+                for target, state in d["health"].items():
+                    if _SEVERITY.get(state, 2) >= _SEVERITY.get(health.get(target, ""), -1):
+                        health[target] = state
+                streams += d["streams_in_flight"]
             for k, v in d["gauges"].items():
-                # Store-wide facts (is it up) are the minimum; counts add up over workers.
-                gauges[k] = min(gauges.get(k, v), v) if k.endswith("_up") else gauges.get(k, 0) + v
+                kind = _GAUGE_KINDS.get(k, "gauge")
+                if kind == "counter":
+                    gauges[k] = gauges.get(k, 0) + v
+                elif not fresh:
+                    continue
+                elif k.endswith("_up"):  # store-wide facts: down if any worker finds it down
+                    gauges[k] = min(gauges.get(k, v), v)
+                elif k == "keystore_keys":  # every worker loads the same keys
+                    gauges[k] = max(gauges.get(k, v), v)
+                else:
+                    gauges[k] = gauges.get(k, 0) + v
 
         out: list[str] = []
         _family(out, "sluicegate_requests_total", "counter", "Requests by model group, target and status.")
@@ -272,6 +318,24 @@ _GAUGE_FAMILIES = (
     ("keystore_keys", "gauge", "Active keys loaded from the key store."),
     ("keystore_refresh_errors", "counter", "Failed key store refreshes."),
 )
+
+
+_GAUGE_KINDS = {name: kind for name, kind, _ in _GAUGE_FAMILIES}
+
+
+def _alive(stem: str) -> bool:
+    """Whether the worker that wrote `<pid>.json` still runs (on this host)."""
+    try:
+        pid = int(stem)
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _observe(

@@ -105,6 +105,13 @@ def load_budget_spend(ledger: Any, now: float) -> dict[str, dict[str, float]]:
     return spent
 
 
+def _breaker_states() -> dict[str, str]:
+    """This worker's circuit state per target (what its scrapes and its published file show)."""
+    from .health import all_health
+
+    return {name: h.state for name, h in list(all_health().items())}
+
+
 def _seed_in_background(ledger: Any) -> Future[tuple[float, dict[str, dict[str, float]], float]]:
     """Query the ledger in a thread (a month of records can take a while) so start-up and
     requests without budgets never wait for it."""
@@ -164,7 +171,9 @@ class Services:
             self._budget_seed = _seed_in_background(self.ledger)
         self.metrics_enabled = self.metrics_section.enabled
         self.metrics = Metrics(shared_dir=state_dir() / "metrics")
-        self.metrics.watch(ledger=self.ledger, limiter=self.limiter, keystore=self.keystore)
+        self.metrics.watch(
+            ledger=self.ledger, limiter=self.limiter, keystore=self.keystore, health=_breaker_states
+        )
         if self.metrics_enabled:
             self.metrics.start_publishing()
 
