@@ -874,30 +874,99 @@ def workflow_steps() -> list[dict[str, Any]]:
     return steps
 
 
-def test_workflow_installs_sluicegate_and_compiles_the_configs() -> None:
-    workflow = yaml.safe_load(WORKFLOW.read_text())
+def workflow_env() -> dict[str, str]:
+    env: dict[str, str] = yaml.safe_load(WORKFLOW.read_text())["jobs"]["compile-config"]["env"]
+    return env
+
+
+def test_workflow_checks_with_the_teams_image_not_a_package_index() -> None:
     steps = workflow_steps()
     uses = [s.get("uses", "").split("@")[0] for s in steps]
     assert uses[:2] == ["actions/checkout", "actions/setup-python"]
-    assert any("pip install" in s.get("run", "") for s in steps)
+    # sluicegate is not on PyPI: no step installs it from a package index.
+    text = WORKFLOW.read_text()
+    assert not [s for s in steps if "pip install" in s.get("run", "")], "sluicegate is not on PyPI"
+    env = workflow_env()
+    image = env["SLUICEGATE_IMAGE"]
+    # The placeholder is marked, and its tag is the one the Kubernetes base deploys.
+    assert "OWNER" in image and "PLACEHOLDER" in text
+    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
+    (deployed,) = [i for i in kustomization["images"] if i["name"] == "sluicegate"]
+    assert image.rsplit(":", 1)[1] == deployed["newTag"]
+    pull = next(s for s in steps if s.get("name") == "Pull sluicegate")
+    assert pull["run"] == 'docker pull "$SLUICEGATE_IMAGE"'
     compile_step = next(s for s in steps if s.get("name") == "Compile config")
     assert compile_step["shell"] == "python" and "compile-config" in compile_step["run"]
-    for config in workflow["jobs"]["compile-config"]["env"]["SLUICEGATE_CONFIGS"].split():
+    for config in env["SLUICEGATE_CONFIGS"].split():
         assert (ROOT / config).is_file(), config
+    # Only the workflow's own token, and only to read packages and the repository.
+    assert yaml.safe_load(text)["permissions"] == {"contents": "read", "packages": "read"}
 
 
-def run_compile_step(tmp_path: Path, configs: str, sluicegate: str) -> subprocess.CompletedProcess[str]:
+# Stands in for the docker CLI: checks that `docker run` gets what the image needs, then runs
+# the image's entrypoint here with the checkout as the working directory and the image's
+# (secret-free) environment, as the container would.
+FAKE_DOCKER = f"""#!{sys.executable}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+assert args[0] == "run", args
+flags, i = {{}}, 1
+while args[i].startswith("--"):
+    name, _, value = args[i].partition("=")
+    flags.setdefault(name, []).append(value)
+    i += 1
+image, command = args[i], args[i + 1:]
+assert image == os.environ["EXPECT_IMAGE"], image
+(workdir,) = flags["--workdir"]
+(volume,) = flags["--volume"]
+host, target, mode = volume.split(":")
+assert target == workdir and mode == "ro", volume
+os.chdir(host)
+env = {{"PATH": "/usr/bin:/bin", "SLUICEGATE_BIN": os.environ["IMAGE_SLUICEGATE"]}}
+os.execve("/bin/bash", ["bash", {str(ENTRYPOINT)!r}, *command], env)
+"""
+
+
+def run_compile_step(
+    tmp_path: Path, configs: str, sluicegate: str, checkout: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The workflow's compile step, with `docker` standing in as above and `sluicegate` in
+    the "image" being the script `sluicegate`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    exe = bin_dir / "sluicegate"
-    exe.write_text(sluicegate)
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    for name, text in (("docker", FAKE_DOCKER), ("image-sluicegate", sluicegate)):
+        exe = bin_dir / name
+        exe.write_text(text)
+        exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     script = tmp_path / "step.py"
     script.write_text(next(s for s in workflow_steps() if s.get("name") == "Compile config")["run"])
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLUICEGATE_CONFIGS": configs}
+    image = workflow_env()["SLUICEGATE_IMAGE"]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLUICEGATE_CONFIGS": configs,
+        "SLUICEGATE_IMAGE": image,
+        "EXPECT_IMAGE": image,
+        "IMAGE_SLUICEGATE": str(bin_dir / "image-sluicegate"),
+        "FAKE_DOCKER_LOG": str(tmp_path / "docker.log"),
+    }
     return subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=checkout or tmp_path,
     )
+
+
+REAL_CLI = f'#!/bin/sh\nexec "{sys.executable}" -m sluicegate.cli "$@"\n'
+
+
+def docker_calls(tmp_path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (tmp_path / "docker.log").read_text().splitlines()]
 
 
 CANNED = """#!/usr/bin/env bash
@@ -914,7 +983,12 @@ esac
 
 def test_workflow_turns_each_error_into_an_annotation(tmp_path: Path) -> None:
     result = run_compile_step(tmp_path, "good.yaml", CANNED)
-    assert result.returncode == 0 and "::error" not in result.stdout
+    assert result.returncode == 0 and "::error" not in result.stdout, result.stdout + result.stderr
+    (call,) = docker_calls(tmp_path)
+    assert call[:2] == ["run", "--rm"] and call[-2:] == ["compile-config", "good.yaml"]
+    # compile-config needs neither the network nor a writable filesystem, nor the checkout
+    # writable: the image's default user could not write it anyway.
+    assert {"--network=none", "--read-only", f"--volume={tmp_path}:/src:ro"} <= set(call)
     result = run_compile_step(tmp_path, "good.yaml\nbad.yaml", CANNED)
     assert result.returncode == 1
     annotations = [line for line in result.stdout.splitlines() if line.startswith("::error")]
@@ -932,8 +1006,7 @@ def test_workflow_annotates_real_compile_config_errors(tmp_path: Path) -> None:
         "providers:\n  anthropic: {type: anthropic, api_key: x}\n"
         "models:\n  big-coder:\n    targets:\n      - provider: antropic\n"
     )
-    wrapper = f'#!/bin/sh\nexec "{sys.executable}" -m sluicegate.cli "$@"\n'
-    result = run_compile_step(tmp_path, "bad.yaml", wrapper)
+    result = run_compile_step(tmp_path, "bad.yaml", REAL_CLI)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(
         r"^::error file=bad\.yaml,line=\d+,title=sluicegate config::"
@@ -941,6 +1014,15 @@ def test_workflow_annotates_real_compile_config_errors(tmp_path: Path) -> None:
         result.stdout,
         re.MULTILINE,
     ), result.stdout
+
+
+def test_workflow_passes_the_configs_it_names(tmp_path: Path) -> None:
+    pytest.importorskip("sluicegate.cli", reason="the sluicegate package is not importable")
+    configs = workflow_env()["SLUICEGATE_CONFIGS"]
+    result = run_compile_step(tmp_path, configs, REAL_CLI, checkout=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "::error" not in result.stdout
+    assert [c[-1] for c in docker_calls(tmp_path)] == configs.split()
 
 
 # ------------------------------------------------------------------- the configs shipped
