@@ -169,6 +169,54 @@ def test_empty_200_stream_fails_over_and_alone_is_a_502(gateway_factory: Any) ->
         assert len(empty.requests) == 2
 
 
+@pytest.mark.parametrize(
+    ("etype", "status"), [("overloaded_error", 529), ("api_error", 500), ("rate_limit_error", 429)]
+)
+def test_error_as_the_first_event_fails_over_like_its_status(
+    gateway_factory: Any, etype: str, status: int
+) -> None:
+    """A 200 stream whose first event is `event: error` (an overload reported inside the stream):
+    the head is still held back, so the next target answers instead."""
+    with FakeUpstream("first") as first, FakeUpstream("good") as good:
+        first.script(lambda _r: [Status(200, fa.SSE_HEADERS), Send(fa.sse_error_event(etype, "in-stream"))])
+        gw: GatewayProcess = gateway_factory(config([("first", first.base_url), ("good", good.base_url)]))
+        sdk = anthropic.Anthropic(base_url=gw.url, api_key="sg-k", max_retries=0)
+        with sdk.messages.stream(model="g", max_tokens=5, messages=[{"role": "user", "content": "x"}]) as s:
+            assert "".join(s.text_stream) == "Hello from fake upstream"
+        assert len(first.requests) == 1 and len(good.requests) == 1
+        time.sleep(0.2)
+        rec = gw.access_records()[-1]
+        assert rec["attempts"] == 2 and rec["target"] == "good/claude-sonnet-4-6#1" and rec["error"] is None
+        (failed,) = logged(gw, "upstream attempt failed", "first/claude-sonnet-4-6")
+        assert failed["reason"] == f"status {status}"
+
+
+def test_error_as_the_first_event_with_no_target_left_is_relayed_unmodified(gateway_factory: Any) -> None:
+    with FakeUpstream("only") as only, RefusingPort() as refused:
+        event = fa.sse_error_event("overloaded_error", "Overloaded")
+        only.script(lambda _r: [Status(200, fa.SSE_HEADERS), Send(event)])
+        alone: GatewayProcess = gateway_factory(config([("only", only.base_url)]))
+        r = post(alone, {**MSG, "stream": True})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.content == event
+        time.sleep(0.2)
+        assert alone.access_records()[-1]["error"] == "stream_error_event"
+
+        # The next target cannot answer either: the overload comes back as the 529 it stands for,
+        # the upstream's own error object as the body.
+        gw: GatewayProcess = gateway_factory(config([("only", only.base_url), ("refused", refused.base_url)]))
+        payload = event.split(b"data: ", 1)[1].rstrip(b"\n")
+        for _ in range(3):
+            r = post(gw, {**MSG, "stream": True})
+            assert r.status_code == 529 and r.content == payload, r.text
+            assert r.headers["content-type"] == "application/json"
+        # Both circuits are open now (3 failures each): with nothing left to fail over to, the
+        # stream is relayed as the upstream sent it.
+        r = post(gw, {**MSG, "stream": True})
+        assert r.status_code == 200 and r.content == event
+        assert len(only.requests) == 5
+
+
 def test_breaker_opens_stays_out_during_cooldown_then_one_probe_recovers_it(gateway_factory: Any) -> None:
     with FakeUpstream("flaky") as flaky, FakeUpstream("backup") as backup:
         down = {"on": True, "delay": 0.0}

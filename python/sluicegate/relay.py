@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
+
+import orjson
 
 from . import _native, log
 from .context import RequestContext
@@ -25,12 +28,44 @@ from .upstream import ClientGone, UpstreamClosed, UpstreamError, UpstreamTimeout
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
+# An `error` event that is a stream's first event, by error type: the status it stands for, so
+# it fails over like that status would have (types as Anthropic's API and the translators name
+# them; also what OpenAI-compatible servers put in `error.type` when they copy Anthropic's).
+FIRST_EVENT_ERROR_STATUS = {
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
 # Upstream connections of streams being relayed, so a drain deadline can end them.
 open_streams: set[Any] = set()
 
-# The group's deadline (monotonic) for the request being routed in this task, or None. Set by
-# forward_with_failover; each attempt's connect and first-byte limits are cut to what is left.
-_deadline: ContextVar[float | None] = ContextVar("sluicegate_deadline", default=None)
+
+class _Walk:
+    """What the attempt in progress needs to know of the failover loop around it."""
+
+    __slots__ = ("deadline", "rest", "targets")
+
+    def __init__(self, deadline: float | None, targets: Sequence[Target]) -> None:
+        # The group's deadline (monotonic) or None: each attempt's connect and first-byte limits
+        # are cut to what is left of it.
+        self.deadline = deadline
+        self.targets = targets
+        self.rest = len(targets)  # targets[rest:] are still to come after this attempt
+
+    def another_target_left(self) -> bool:
+        """Whether the loop would go on to another target if this attempt failed now (without
+        claiming anything: a target being probed or open does not count)."""
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            return False
+        return any(health_of(t.name).selectable(now) for t in self.targets[self.rest :])
+
+
+# The failover loop of the request being routed in this task, or None. Set by
+# forward_with_failover.
+_walk: ContextVar[_Walk | None] = ContextVar("sluicegate_walk", default=None)
 
 
 class RetryableResponse(Exception):
@@ -56,7 +91,8 @@ def stream_error_event(api: str, message: str) -> bytes:
 
 def _left(limit: float) -> float:
     """`limit` cut to what is left of the group deadline; a timeout when nothing is."""
-    deadline = _deadline.get()
+    walk = _walk.get()
+    deadline = walk.deadline if walk is not None else None
     if deadline is None:
         return limit
     left = deadline - time.monotonic()
@@ -112,7 +148,8 @@ async def _open(
 async def _first_event(conn: Any, ex: Any) -> bytes | None:
     """The first bytes of an event stream for the client. Raises UpstreamError when the upstream
     fails, or ends the stream, before sending a single event."""
-    if _deadline.get() is None:
+    walk = _walk.get()
+    if walk is None or walk.deadline is None:
         data: bytes | None = await conn.next_chunk()
     else:
         try:
@@ -188,6 +225,7 @@ async def forward(
 
     watcher.add_done_callback(_client_gone)
     open_streams.add(conn)
+    failing_over = False
     try:
         try:
             data = await _first_event(conn, ex)
@@ -197,6 +235,19 @@ async def forward(
             ctx.status = status
             ctx.error_type = "client_disconnected"
             return
+        if ex.error_event and data is not None and may_retry:
+            # The head is still held back: an overload reported as the stream's first event
+            # can still go elsewhere, like the 529 it stands for.
+            first_error = _first_event_error(data)
+            if first_error is not None:
+                walk = _walk.get()
+                if walk is not None and walk.another_target_left():
+                    failing_over = True
+                    conn.abort()
+                    error_status, error_body = first_error
+                    json_headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+                    json_headers.append(("content-type", "application/json"))
+                    raise RetryableResponse(error_status, json_headers, error_body)
         ctx.status = status
         ctx.stream = True
         headers.append(("x-sluicegate-request-id", ctx.request_id))
@@ -209,11 +260,12 @@ async def forward(
             watcher.remove_done_callback(_client_gone)
         if not watcher.done():
             watcher.cancel()
-        ctx.usage = ex.usage
-        ctx.stop_reason = ex.stop_reason
-        ctx.upstream_cost = ex.upstream_cost
-        if ex.error_event and ctx.error_type is None:
-            ctx.error_type = "stream_error_event"
+        if not failing_over:
+            ctx.usage = ex.usage
+            ctx.stop_reason = ex.stop_reason
+            ctx.upstream_cost = ex.upstream_cost
+            if ex.error_event and ctx.error_type is None:
+                ctx.error_type = "stream_error_event"
         if ctx.client_disconnected and ctx.error_type is None:
             ctx.error_type = "client_disconnected"
         pool.release(conn)
@@ -267,6 +319,34 @@ async def _send_error_event(ctx: RequestContext, transport: Any, api: str, messa
         ctx.client_disconnected = True
 
 
+def _first_event_error(data: bytes) -> tuple[int, bytes] | None:
+    """(status, error JSON) when the FIRST event in `data` (client-format SSE bytes) is an error
+    whose type stands for a retryable status; None otherwise. Only that one event is read, and
+    only when the exchange has already seen an error event."""
+    end = len(data)
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = data.find(sep)
+        if 0 <= at < end:
+            end = at
+    lines = [line.rstrip(b"\r") for line in data[:end].split(b"\n")]
+    payload = b"\n".join(
+        line[6:] if line.startswith(b"data: ") else line[5:] for line in lines if line.startswith(b"data:")
+    )
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if not isinstance(error, dict):
+        return None
+    etype = error.get("type")
+    status = FIRST_EVENT_ERROR_STATUS.get(etype) if isinstance(etype, str) else None
+    code = error.get("code")
+    if status is None and isinstance(code, int) and code in RETRYABLE_STATUSES:
+        status = code  # OpenAI-compatible servers: {"error": {"code": 503, ...}}
+    return (status, payload) if status is not None else None
+
+
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == name), None)
 
@@ -287,21 +367,23 @@ async def forward_with_failover(
     when no upstream answered at all, a 502 (or 504 for timeouts) naming the last target.
     """
     deadline = time.monotonic() + deadline_s if deadline_s else None
-    token = _deadline.set(deadline)
+    walk = _Walk(deadline, targets)
+    token = _walk.set(walk)
     try:
-        await _failover(ctx, proto, targets, deadline, deadline_s, send)
+        await _failover(ctx, proto, targets, walk, deadline_s, send)
     finally:
-        _deadline.reset(token)
+        _walk.reset(token)
 
 
 async def _failover(
     ctx: RequestContext,
     proto: Any,
     targets: list[Target],
-    deadline: float | None,
+    walk: _Walk,
     deadline_s: float | None,
     send: Any,
 ) -> None:
+    deadline = walk.deadline
     last_response: RetryableResponse | None = None
     response_target: Target | None = None
     last_error: UpstreamError | None = None
@@ -366,10 +448,11 @@ async def _failover(
         return True
 
     attempted = False
-    for target in targets:
+    for i, target in enumerate(targets):
         if attempted and deadline is not None and time.monotonic() >= deadline:
             deadline_hit = True
             break
+        walk.rest = i + 1
         health = health_of(target.name)
         now = time.monotonic()
         half_open = health.state_at(now) == "half_open"
@@ -380,6 +463,7 @@ async def _failover(
             return
     # Every target is open or being probed by other requests: answering late beats refusing
     # outright. This attempt is not the probe; its outcome still counts.
+    walk.rest = len(targets)
     if not attempted and targets and await attempt(targets[0], probe=False):
         return
 
