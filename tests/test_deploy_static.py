@@ -771,6 +771,51 @@ def test_manifests_reference_what_exists_and_commit_no_secret(build: Build) -> N
     assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
 
 
+def sizing_figure(label: str) -> float:
+    """The first number in the value column of the row of docs/operations.md's Sizing table
+    whose figure starts with `label` (the table the benchmark's figures are updated in)."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc.split("\n## Sizing\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith(label):
+            found = re.search(r"\d[\d,]*(?:\.\d+)?", cells[1])
+            assert found, line
+            return float(found.group().replace(",", ""))
+    raise AssertionError(f"no row {label!r} in the Sizing table of docs/operations.md")
+
+
+def quantity(value: str) -> float:
+    """A Kubernetes quantity as a plain number: cores for CPU, MB for memory."""
+    units = {"m": 1e-3, "Ki": 1024 / 1e6, "Mi": 1024**2 / 1e6, "Gi": 1024**3 / 1e6, "M": 1.0, "G": 1e3}
+    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def test_gateway_resources_and_hpa_follow_the_sizing_figures(build: Build) -> None:
+    _, resources = build
+    gateway = gateway_container(resources)
+    workers = int({e["name"]: e for e in gateway["env"]}["SLUICEGATE_WORKERS"]["value"])
+    requests, limits = gateway["resources"]["requests"], gateway["resources"]["limits"]
+    # A worker uses up to one core: the request is what the HPA's percentage is of.
+    assert quantity(requests["cpu"]) == workers
+    assert quantity(limits["cpu"]) >= quantity(requests["cpu"])
+    # Memory: the baseline per worker plus the streams it serves at full rate, after a burst.
+    baseline = sizing_figure("memory per process tree")
+    per_stream_mb = sizing_figure("memory per open stream") / 1000
+    burst = sizing_figure("RSS after a burst")
+    streams = sizing_figure("paced streams one worker serves at full rate")
+    busiest = (baseline + streams * per_stream_mb) * burst * workers
+    assert quantity(requests["memory"]) >= busiest, f"{requests['memory']} < {busiest:.0f} MB"
+    assert quantity(limits["memory"]) >= 2 * quantity(requests["memory"])
+    # The HPA adds a pod before one worker's core saturates.
+    (metric,) = one(resources, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert 50 <= metric["resource"]["target"]["averageUtilization"] <= 80
+
+
 def env_refs(node: Any) -> set[str]:
     """Names of ${NAME} references without a default, in the string values of a config."""
     if isinstance(node, str):
