@@ -21,11 +21,12 @@ log() { printf 'docker-entrypoint: %s\n' "$*" >&2; }
 read -r -a sluicegate <<<"${SLUICEGATE_BIN:-sluicegate}"
 
 serve() {
-  local arg config="" snapshot="" want=""
+  local arg config="" snapshot="" port="" want=""
   for arg in "$@"; do
     case $want in
       config) config=$arg want="" && continue ;;
       snapshot) snapshot=$arg want="" && continue ;;
+      port) port=$arg want="" && continue ;;
     esac
     case $arg in
       -h | --help) exec "${sluicegate[@]}" serve "$@" ;;
@@ -33,8 +34,16 @@ serve() {
       --config=*) config=${arg#--config=} ;;
       --snapshot) want=snapshot ;;
       --snapshot=*) snapshot=${arg#--snapshot=} ;;
+      --port) want=port ;;
+      --port=*) port=${arg#--port=} ;;
     esac
   done
+
+  # The image's HEALTHCHECK runs apart from this process and only sees the container's
+  # environment, so it probes SLUICEGATE_PORT; a port given as an argument escapes it.
+  if [[ -n $port && $port != "${SLUICEGATE_PORT:-8080}" ]]; then
+    log "serving on --port $port, but the image's HEALTHCHECK probes SLUICEGATE_PORT (${SLUICEGATE_PORT:-8080}): set SLUICEGATE_PORT=$port instead of --port"
+  fi
 
   # Exactly one source reaches `serve`: an argument beats the environment, and a snapshot
   # named in the environment beats the image's default config path.

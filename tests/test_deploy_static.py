@@ -399,6 +399,22 @@ def test_entrypoint_compiles_the_config_then_serves_with_extra_args(entrypoint: 
     assert status == 0 and calls[2] == "argv:serve --workers 2"
 
 
+def test_entrypoint_warns_when_the_healthcheck_would_probe_another_port(entrypoint: Any) -> None:
+    for args in (("--port", "9001"), ("--port=9001",)):
+        status, calls, stderr = entrypoint(*args, SLUICEGATE_PORT="8080")
+        assert status == 0 and calls[2] == f"argv:serve {' '.join(args)}"
+        assert "set SLUICEGATE_PORT=9001 instead of --port" in stderr, stderr
+    for args, env in ((("--port", "9001"), "9001"), ((), "9001"), (("--workers", "2"), "<unset>")):
+        status, _, stderr = entrypoint(*args, SLUICEGATE_PORT=env)
+        assert status == 0 and "HEALTHCHECK" not in stderr, (args, stderr)
+
+
+def test_dockerfile_healthcheck_defaults_to_the_port_serve_defaults_to() -> None:
+    # SLUICEGATE_PORT is the one port setting both see; where it is unset, both use 8080.
+    assert serve_options()["SLUICEGATE_PORT"].default == 8080
+    assert "os.environ.get('SLUICEGATE_PORT', '8080')" in healthcheck_command()[-1]
+
+
 def test_entrypoint_refuses_to_serve_a_config_that_does_not_compile(entrypoint: Any) -> None:
     status, calls, stderr = entrypoint(STUB_COMPILE_STATUS="1")
     assert status == 1
@@ -682,7 +698,9 @@ def test_deployment_runs_replicas_that_check_their_config_and_drain(build: Build
     deployment = one(resources, "Deployment")
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
-    assert spec["replicas"] >= 2
+    # The HPA owns the count (its minReplicas >= 2 is checked below): a replicas field would
+    # reset it on every `kubectl apply`.
+    assert "replicas" not in spec
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
     gateway = gateway_container(resources)

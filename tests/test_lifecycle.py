@@ -4,6 +4,7 @@ the container entrypoint serves outside a container, replicas share Redis and Po
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -181,38 +182,78 @@ def test_drain_deadline_ends_streams_then_exits_cleanly() -> None:
     assert ledger_count(gw) == 1
 
 
+STREAM_TEXT = "abcdefghij"
+
+
+def reload_config(up: FakeUpstream, alias: str | None = None) -> dict[str, Any]:
+    """The mock answers short requests; `streamer` relays paced streams from a real upstream."""
+    cfg = mock_config()
+    cfg["providers"]["up"] = {"type": "anthropic", "base_url": up.base_url, "api_key": "sk-up"}
+    cfg["models"]["streamer"] = {"targets": [{"provider": "up", "model": "claude-sonnet-4-6"}]}
+    if alias:
+        cfg["models"]["big-coder"]["aliases"] = [alias]
+        cfg["models"]["streamer"]["aliases"] = [f"{alias}-stream"]
+    return cfg
+
+
 def test_sighup_under_steady_load_fails_no_request(gateway_factory: Any) -> None:
-    gw: GatewayProcess = gateway_factory(mock_config(), workers=2)
-    failures: list[str] = []
-    done = threading.Event()
-    counts = [0]
+    with FakeUpstream() as up:
+        # Ten events 60 ms apart: every reload lands while streams are open.
+        up.script(lambda req: fa.sse_response(fa.Text(STREAM_TEXT, pieces=10), pause=0.06))
+        gw: GatewayProcess = gateway_factory(reload_config(up), workers=2)
+        failures: list[str] = []
+        done = threading.Event()
+        counts = [0]
+        streams: list[tuple[float, float]] = []
 
-    def load() -> None:
-        with httpx.Client(timeout=10) as c:
-            while not done.is_set():
-                try:
-                    r = c.post(gw.url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-k"})
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code} {r.text[:100]}")
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                counts[0] += 1
+        def load() -> None:
+            with httpx.Client(timeout=10) as c:
+                while not done.is_set():
+                    try:
+                        r = c.post(gw.url + "/v1/messages", json=MSG, headers={"x-api-key": "sg-k"})
+                        if r.status_code != 200:
+                            failures.append(f"{r.status_code} {r.text[:100]}")
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                    counts[0] += 1
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    for i in range(3):
-        cfg = mock_config()
-        cfg["models"]["big-coder"]["aliases"] = [f"alias-{i}"]
-        gw.write_config(cfg)
-        gw.signal(signal.SIGHUP)
-        time.sleep(0.7)
-    done.set()
-    for t in threads:
-        t.join(10)
+        def stream() -> None:
+            body = {**MSG, "model": "streamer", "stream": True}
+            with httpx.Client(timeout=10) as c:
+                while not done.is_set():
+                    t0 = time.monotonic()
+                    try:
+                        with c.stream(
+                            "POST", gw.url + "/v1/messages", json=body, headers={"x-api-key": "sg-k"}
+                        ) as r:
+                            text = r.read().decode()
+                        deltas = text.count("event: content_block_delta")
+                        if r.status_code != 200 or deltas != 10 or "event: message_stop" not in text:
+                            failures.append(f"stream {r.status_code}, {deltas} deltas: {text[-200:]}")
+                        else:
+                            streams.append((t0, time.monotonic()))
+                    except httpx.HTTPError as exc:
+                        failures.append(f"stream {exc!r}")
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        threads += [threading.Thread(target=stream) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        reloads = []
+        for i in range(3):
+            gw.write_config(reload_config(up, f"alias-{i}"))
+            reloads.append(time.monotonic())
+            gw.signal(signal.SIGHUP)
+            time.sleep(0.7)
+        done.set()
+        for t in threads:
+            t.join(15)
     assert failures == []
     assert counts[0] > 50
+    # Each reload happened while at least one complete stream was under way.
+    for at in reloads:
+        assert any(start < at < end for start, end in streams), (at, streams)
     assert gw.logs().count("snapshot reloaded") == 6  # 3 reloads x 2 workers
     r = httpx.post(gw.url + "/v1/messages", json={**MSG, "model": "alias-2"}, headers={"x-api-key": "sg-k"})
     assert r.status_code == 200
@@ -388,20 +429,77 @@ def test_probes(gateway_factory: Any, path: str) -> None:
     assert httpx.get(gw.url + path).status_code == 200
 
 
+def wait_for_status(gw: GatewayProcess, body: dict[str, Any], want: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    status = 0
+    while time.monotonic() < deadline:
+        status = httpx.post(gw.url + "/v1/messages", json=body, headers={"x-api-key": "sg-k"}).status_code
+        if status == want:
+            break
+        time.sleep(0.1)
+    return status
+
+
 def test_config_file_watch_reloads(gateway_factory: Any) -> None:
     gw: GatewayProcess = gateway_factory(mock_config(), env={"SLUICEGATE_WATCH_S": "0.2"})
     cfg = mock_config()
     cfg["models"]["big-coder"]["aliases"] = ["watched-alias"]
     time.sleep(0.05)
     gw.write_config(cfg)
-    deadline = time.monotonic() + 10
-    status = 0
-    while time.monotonic() < deadline:
-        r = httpx.post(
-            gw.url + "/v1/messages", json={**MSG, "model": "watched-alias"}, headers={"x-api-key": "sg-k"}
-        )
-        status = r.status_code
-        if status == 200:
-            break
-        time.sleep(0.1)
-    assert status == 200
+    assert wait_for_status(gw, {**MSG, "model": "watched-alias"}, 200) == 200
+
+
+class ConfigMapVolume:
+    """A directory laid out as the kubelet writes a ConfigMap volume: each version in a hidden
+    `..<timestamp>` directory, `..data` a symlink to the current one, and each key a symlink
+    `<key> -> ..data/<key>`. An update writes a new version, swaps `..data` with a rename (the
+    atomic step), then deletes the old version."""
+
+    def __init__(self, root: Path, key: str, text: str) -> None:
+        self.root, self.key, self.version = root, key, 0
+        root.mkdir()
+        self._write(text)
+        (root / key).symlink_to(Path("..data") / key)
+
+    def _write(self, text: str) -> Path:
+        self.version += 1
+        version = self.root / f"..2026_12_01_00_00_00.{self.version:09d}"
+        version.mkdir()
+        (version / self.key).write_text(text)
+        return version
+
+    def update(self, text: str) -> None:
+        old = (self.root / "..data").resolve() if (self.root / "..data").exists() else None
+        new = self._write(text)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(new.name)
+        os.replace(tmp, self.root / "..data")
+        if old is not None:
+            shutil.rmtree(old)
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.key
+
+
+@pytest.mark.parametrize("trigger", ["watch", "sighup"])
+def test_reload_follows_a_configmap_update(tmp_path: Path, trigger: str) -> None:
+    import yaml
+
+    volume = ConfigMapVolume(tmp_path / "etc-sluicegate", "sluicegate.yaml", "")
+    volume.update(yaml.safe_dump(mock_config()))
+    gw = GatewayProcess(mock_config(), env={"SLUICEGATE_WATCH_S": "0.2" if trigger == "watch" else "0"})
+    gw.config_path = volume.path  # serve --config <volume>/sluicegate.yaml, as in the pod
+    gw.start()
+    try:
+        # Twice: the version directory the gateway started on is gone after the first update.
+        for alias in ("first-update", "second-update"):
+            cfg = mock_config()
+            cfg["models"]["big-coder"]["aliases"] = [alias]
+            volume.update(yaml.safe_dump(cfg))
+            if trigger == "sighup":
+                gw.signal(signal.SIGHUP)
+            assert wait_for_status(gw, {**MSG, "model": alias}, 200) == 200, gw.logs()
+        assert "reload failed" not in gw.logs()
+    finally:
+        gw.stop()

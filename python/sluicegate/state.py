@@ -16,10 +16,37 @@ from .config import ConfigError
 from .snapshot import Snapshot, SnapshotError
 
 
-def load_from_env() -> Snapshot:
-    """Build the snapshot named by SLUICEGATE_SNAPSHOT or SLUICEGATE_CONFIG."""
+def through_volume(path: str) -> str:
+    """The path a Kubernetes ConfigMap or Secret volume shows for a file `path` resolves to.
+
+    The kubelet writes each version of such a volume to a hidden `<dir>/..<timestamp>/`
+    directory, points the `<dir>/..data` symlink at it, and shows each file as the symlink
+    `<dir>/<name> -> ..data/<name>`. An update writes a new version, swaps `..data`, then
+    deletes the old version. `serve` hands the workers fully resolved paths, which name one
+    version and vanish with it; reading `<dir>/<name>` instead always reads the current one.
+    Any other path is returned as it is.
+    """
+    file = Path(path)
+    version, volume = file.parent, file.parent.parent
+    shown = volume / file.name
+    if version.name.startswith("..") and (volume / "..data").is_symlink() and shown.is_symlink():
+        return str(shown)
+    return path
+
+
+def source_paths() -> tuple[str | None, str | None]:
+    """(snapshot, config) from the environment, as paths that follow volume updates."""
     snap_path = os.environ.get("SLUICEGATE_SNAPSHOT")
     config_path = os.environ.get("SLUICEGATE_CONFIG")
+    return (
+        through_volume(snap_path) if snap_path else None,
+        through_volume(config_path) if config_path else None,
+    )
+
+
+def load_from_env() -> Snapshot:
+    """Build the snapshot named by SLUICEGATE_SNAPSHOT or SLUICEGATE_CONFIG."""
+    snap_path, config_path = source_paths()
     if snap_path:
         compiled = load_snapshot(Path(snap_path).read_bytes())
     elif config_path:
@@ -47,7 +74,8 @@ class GatewayState:
     def watch(self, loop: Any, interval_s: float) -> None:
         """Reload when the config file changes (a Kubernetes ConfigMap update swaps a symlink,
         so the resolved path and its mtime are compared, not just the mtime)."""
-        path = os.environ.get("SLUICEGATE_CONFIG") or os.environ.get("SLUICEGATE_SNAPSHOT")
+        snap_path, config_path = source_paths()
+        path = snap_path or config_path  # the one load_from_env reads
         if not path:
             return
 
