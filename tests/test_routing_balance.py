@@ -129,3 +129,38 @@ def test_weighted_keeps_each_session_on_one_target(
     assert all(len(t) == 1 for t in landed.values()), "a session moved between healthy targets"
     on_a = sum(t == {"a"} for t in landed.values())
     assert 60 <= on_a <= 90, on_a  # 3:1 over 100 sessions
+
+
+def test_least_inflight_keeps_a_session_on_its_target_under_load(
+    gateway_factory: Any, two: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    a, b = two
+    for up in (a, b):
+        up.script(lambda r: fa.sse_response("held open", pauses={0: 1.5}) if r.json.get("stream") else None)
+    gw: GatewayProcess = gateway_factory(
+        config([("a", a.base_url, 1), ("b", b.base_url, 1)], "least_inflight")
+    )
+    session = {**HEADERS, "x-claude-code-session-id": "sess-kept"}
+    done: list[int] = []
+
+    def stream() -> None:
+        with httpx.stream(
+            "POST", gw.url + "/v1/messages", json={**MSG, "stream": True}, headers=session
+        ) as r:
+            r.read()
+            done.append(r.status_code)
+
+    held = threading.Thread(target=stream)
+    held.start()
+    _wait(lambda: len(a.requests) + len(b.requests) == 1)
+    home, other = (a, b) if a.requests else (b, a)
+    # The session's target has a stream open and the other none: the session still goes home,
+    # a request without a session goes by load.
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        for _ in range(3):
+            assert client.post("/v1/messages", json=MSG, headers=session).status_code == 200
+        assert len(home.requests) == 4 and len(other.requests) == 0
+        assert client.post("/v1/messages", json=MSG, headers=HEADERS).status_code == 200
+        assert len(other.requests) == 1
+    held.join(10)
+    assert done == [200]

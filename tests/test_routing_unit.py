@@ -13,7 +13,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from sluicegate import health
+from sluicegate import health, routing
 from sluicegate.errors import GatewayError
 from sluicegate.health import (
     BASE_COOLDOWN_S,
@@ -29,8 +29,10 @@ from sluicegate.snapshot import Group, Target
 @pytest.fixture(autouse=True)
 def _clean_registry() -> Iterator[None]:
     health.all_health().clear()
+    routing._pinned.clear()
     yield
     health.all_health().clear()
+    routing._pinned.clear()
 
 
 def target(name: str, weight: float = 1.0, image: bool = True, tools: bool = True) -> Target:
@@ -271,6 +273,45 @@ def test_latency_measures_unmeasured_first_then_fastest() -> None:
     firsts = Counter(strategy_order(g, g.targets)[0].name for _ in range(4000))
     assert firsts["b"] / 4000 == pytest.approx(0.95, abs=0.015)
     assert set(firsts) == {"a", "b"}  # exploration goes to the runner-up
+
+
+def test_least_inflight_keeps_a_session_where_it_started() -> None:
+    a, b = target("a"), target("b")
+    g = group([a, b], "least_inflight")
+    health.health_of("a").inflight = 1
+    assert attempt_order(g, g.targets, session="s1")[0].name == "b"  # placed by the strategy
+    health.health_of("b").inflight = 5
+    # Busier now, but the session stays; a new session and one without an id go by load.
+    assert [t.name for t in attempt_order(g, g.targets, session="s1")] == ["b", "a"]
+    assert attempt_order(g, g.targets, session="s2")[0].name == "a"
+    assert attempt_order(g, g.targets)[0].name == "a"
+    # Its target open: the session moves, and stays on the new one after recovery.
+    for _ in range(FAILURES_TO_OPEN):
+        health.health_of("b").failure("status 529")
+    assert [t.name for t in attempt_order(g, g.targets, session="s1")] == ["a"]
+    health.health_of("b").success(0.1)
+    health.health_of("a").inflight = 9
+    assert attempt_order(g, g.targets, session="s1")[0].name == "a"
+
+
+def test_latency_keeps_a_session_and_skips_only_what_cannot_serve() -> None:
+    slow, fast = target("slow", image=False), target("fast")
+    g = group([slow, fast], "latency")
+    health.health_of("slow").success(0.2)
+    health.health_of("fast").success(0.9)
+    picks = {attempt_order(g, g.targets, session="s1")[0].name for _ in range(200)}
+    assert picks == {"slow"}  # no 5 % exploration for a pinned session
+    health.health_of("fast").ttfb_ewma = 0.05
+    assert attempt_order(g, g.targets, session="s1")[0].name == "slow"
+    # An image request cannot go to the text-only target: it goes elsewhere, the pin stays.
+    images = eligible_targets(g, image_count=1, has_tools=False)
+    assert [t.name for t in attempt_order(g, images, session="s1")] == ["fast"]
+    assert attempt_order(g, g.targets, session="s1")[0].name == "slow"
+    # Other strategies are untouched by pins; the table is bounded.
+    assert routing._pinned == {("g", "s1"): "slow"}
+    for i in range(routing.MAX_PINNED_SESSIONS):
+        attempt_order(g, g.targets, session=f"x{i}")
+    assert len(routing._pinned) == routing.MAX_PINNED_SESSIONS and ("g", "s1") not in routing._pinned
 
 
 def test_target_timeouts_override_only_what_they_name(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from . import _native, log
+from . import _native, log, thinking
 from .context import RequestContext
 from .errors import GatewayError
 from .health import health_of, parse_retry_after
@@ -183,9 +183,17 @@ async def forward(
     forward_client_headers: bool = True,
     options: dict[str, Any] | None = None,
     transform_body: Any = None,
+    retry_thinking: bool = True,
 ) -> None:
     """Send `body` to `target` and answer the client. Raises UpstreamError, or RetryableResponse
-    when `may_retry`, only while nothing has been sent to the client."""
+    when `may_retry`, only while nothing has been sent to the client.
+
+    An Anthropic-format target that refuses earlier thinking blocks (signatures it cannot
+    verify) is asked once more without them (`retry_thinking`; see thinking.py)."""
+    if mode == _native.RELAY_ANTHROPIC:
+        refused = thinking.rejected_before(ctx.session_id, target.name)
+        if refused is not None and (cut := thinking.without_thinking(body, refused)) is not None:
+            body = cut[0]  # this session's blocks this target refused before
     conn, ex = await _open(target, path, client_headers, body, mode, forward_client_headers, options)
     pool = target.pool
     assert pool is not None
@@ -200,6 +208,37 @@ async def forward(
             raise
         resp = ex.take_body()
         pool.release(conn)
+        if (
+            status == 400
+            and retry_thinking
+            and mode == _native.RELAY_ANTHROPIC
+            and thinking.retry_worthy(status, resp)
+            and (cut := thinking.without_thinking(body)) is not None
+        ):
+            stripped, removed = cut
+            thinking.remember(ctx.session_id, target.name, removed)
+            log.info(
+                "target refused earlier thinking: retrying without it",
+                request_id=ctx.request_id,
+                target=target.name,
+                blocks_removed=len(removed),
+            )
+            ctx.attempts += 1
+            return await forward(
+                ctx,
+                proto,
+                target,
+                path,
+                client_headers,
+                stripped,
+                mode=mode,
+                api=api,
+                may_retry=may_retry,
+                forward_client_headers=forward_client_headers,
+                options=options,
+                transform_body=transform_body,
+                retry_thinking=False,
+            )
         if may_retry and status in RETRYABLE_STATUSES:
             raise RetryableResponse(status, headers, resp, transform_body)
         ctx.usage = ex.usage

@@ -23,6 +23,12 @@ LATENCY_EXPLORE = 0.05
 
 _rng = random.Random()
 
+# Strategies that choose per request keep a Claude Code session where its first request went:
+# (group, session id) -> target name, per worker, the least recently routed forgotten first.
+PER_REQUEST_STRATEGIES = ("least_inflight", "latency")
+MAX_PINNED_SESSIONS = 50_000
+_pinned: dict[tuple[str, str], str] = {}
+
 
 def eligible_targets(group: Group, image_count: int, has_tools: bool) -> list[Target]:
     """Targets that can serve this request; a 400 naming the group and what is missing when none can."""
@@ -109,8 +115,10 @@ def attempt_order(
     """Targets to try, in order, at most the group's `max_attempts`, with open circuits (and
     half-open ones already being probed) left out.
 
-    `session` (Claude Code's `x-claude-code-session-id`) keeps a conversation on one target under
-    the weighted strategy, so its prompt cache stays warm and its thinking signatures stay valid.
+    `session` (Claude Code's `x-claude-code-session-id`) keeps a conversation on one target, so
+    its prompt cache stays warm and its thinking signatures stay valid: under `weighted` by
+    rendezvous hashing (the same in every worker), under `least_inflight` and `latency` by
+    remembering where its first request went (per worker, like the figures they rank by).
     When every eligible target is open, the one whose cool-down ends first is still tried:
     answering late beats refusing outright.
     """
@@ -119,4 +127,27 @@ def attempt_order(
     available = [t for t in ranked if health_of(t.name).selectable(now)]
     if not available:
         available = [min(ranked, key=lambda t: health_of(t.name).open_until)]
+    elif session and group.strategy in PER_REQUEST_STRATEGIES:
+        _keep_session(group, session, targets, available)
     return available[: group.max_attempts]
+
+
+def _keep_session(group: Group, session: str, eligible: list[Target], available: list[Target]) -> None:
+    """Put the session's target first in `available` (in place); a new session, or one whose
+    target is open or gone, is pinned to the strategy's first choice. A request its target
+    cannot serve (an image to a text-only target) goes by the strategy without moving the pin."""
+    key = (group.name, session)
+    name = _pinned.pop(key, None)
+    if name is not None:
+        for i, t in enumerate(available):
+            if t.name == name:
+                if i:
+                    available.insert(0, available.pop(i))
+                _pinned[key] = name  # re-inserted: most recently routed last
+                return
+        if not any(t.name == name for t in eligible) and any(t.name == name for t in group.targets):
+            _pinned[key] = name
+            return
+    elif len(_pinned) >= MAX_PINNED_SESSIONS:
+        del _pinned[next(iter(_pinned))]
+    _pinned[key] = available[0].name

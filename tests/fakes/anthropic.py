@@ -11,6 +11,9 @@ the pieces concatenate to the JSON of `input`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 from collections.abc import Sequence
@@ -340,3 +343,111 @@ def error_response(
 def sse_error_event(type: str = "overloaded_error", message: str = "Overloaded") -> bytes:
     """An `error` event inside an already-started stream."""
     return sse_event("error", error_json(type, message))
+
+
+# ---- a model that signs its thinking and checks what comes back ---------------------------------
+
+FINAL_TURN_NEEDS_THINKING = (
+    "When `thinking` is enabled, a final `assistant` message must start with a thinking block"
+    " (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you"
+    " include thinking blocks from previous turns. To avoid this requirement, disable `thinking`."
+    " Please consult our documentation at"
+    " https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+class SigningModel:
+    """A fake Anthropic deployment as strict as the API about thinking, for use as a
+    FakeUpstream handler: it signs every thinking block it writes (an HMAC of the text under its
+    own key, so another SigningModel's signatures do not verify), records the redacted blocks it
+    hands out, and refuses a request with the API's own 400 wording when
+
+    - a thinking block's signature (a redacted block's data) is not one it issued:
+      "messages.1.content.0: Invalid `signature` in `thinking` block";
+    - thinking is on and the final assistant turn of an open tool-use loop does not start with
+      a thinking block ("... must start with a thinking block ...");
+    - thinking is off and the final message is an assistant turn holding thinking;
+    - a `clear_thinking_*` context edit comes without thinking on;
+    - a message other than a final assistant one has empty content.
+
+    It answers `reply` (blocks, after a signed Thinking block when the request turns thinking
+    on, plus a RedactedThinking one when `redacted`), streamed when the request streams, with
+    the request's model echoed. `down` makes it answer 529 instead.
+    """
+
+    def __init__(self, name: str, reply: str | Sequence[Block] = "Hello from fake upstream") -> None:
+        self.name = name
+        self.key = name.encode()
+        self.reply: str | Sequence[Block] = reply
+        self.redacted = False
+        self.down = False
+        self.refused: list[str] = []  # the messages of the 400s it answered
+        self._issued_redacted: set[str] = set()
+
+    def sign(self, thinking: str) -> str:
+        mac = hmac.new(self.key, thinking.encode(), hashlib.sha256).digest()
+        return base64.b64encode(b"\x12\x08" + mac).decode()
+
+    def refusal(self, body: dict[str, Any]) -> str | None:
+        """The API's error message for this body, or None when it would be accepted."""
+        thinking = body.get("thinking")
+        thinking_on = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+        messages = body.get("messages") or []
+        for i, msg in enumerate(messages):
+            content = msg.get("content")
+            if content in ([], "") and not (msg["role"] == "assistant" and i == len(messages) - 1):
+                return f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+            if msg["role"] != "assistant" or not isinstance(content, list):
+                continue
+            for j, block in enumerate(content):
+                kind = block.get("type")
+                if kind == "thinking" and block.get("signature") != self.sign(block.get("thinking", "")):
+                    return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                if kind == "redacted_thinking" and block.get("data") not in self._issued_redacted:
+                    return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
+                if kind in ("thinking", "redacted_thinking") and not thinking_on and i == len(messages) - 1:
+                    return (
+                        f"messages.{i}.content.{j}: When thinking is disabled, an `assistant` message in"
+                        " the final position cannot contain `thinking`. To use thinking blocks, enable"
+                        " `thinking` in your request."
+                    )
+        if thinking_on and len(messages) >= 2:
+            last, turn = messages[-1], messages[-2]
+            results = isinstance(last.get("content"), list) and any(
+                b.get("type") == "tool_result" for b in last["content"]
+            )
+            if last["role"] == "user" and turn["role"] == "assistant" and results:
+                asked = turn["content"] if isinstance(turn["content"], list) else []
+                first = asked[0] if asked else {"type": "text"}
+                if first.get("type") not in ("thinking", "redacted_thinking"):
+                    return (
+                        f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or"
+                        f" `redacted_thinking`, but found `{first.get('type')}`. {FINAL_TURN_NEEDS_THINKING}"
+                    )
+        edits = (body.get("context_management") or {}).get("edits") or []
+        if not thinking_on and any(str(e.get("type", "")).startswith("clear_thinking") for e in edits):
+            return "`clear_thinking_20251015` strategy requires `thinking` to be enabled or adaptive"
+        return None
+
+    def __call__(self, req: Any) -> list[Action]:
+        body = req.json if isinstance(req.json, dict) else {}
+        if self.down:
+            return error_response(529, "overloaded_error", "Overloaded")
+        refusal = self.refusal(body)
+        if refusal is not None:
+            self.refused.append(refusal)
+            return error_response(400, "invalid_request_error", refusal)
+        blocks: list[Block] = []
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+            text = f"{self.name} thinks about turn {len(body.get('messages') or [])}"
+            blocks.append(Thinking(text, signature=self.sign(text)))
+            if self.redacted:
+                data = base64.b64encode(f"redacted by {self.name} #{next(_ids)}".encode()).decode()
+                self._issued_redacted.add(data)
+                blocks.append(RedactedThinking(data))
+        blocks.extend(as_blocks(self.reply))
+        model = body.get("model") or DEFAULT_MODEL
+        if body.get("stream"):
+            return sse_response(blocks, model=model)
+        return message_response(blocks, model=model)
