@@ -485,8 +485,9 @@ def test_breaker_state_in_metrics_with_two_workers(up: FakeUpstream) -> None:
             assert time.monotonic() < deadline, s
             time.sleep(0.2)
             s = samples(gw)
-        # From now on every scrape, whichever worker answers it, says open (the worst state),
-        # not closed from the worker that never saw the 429.
+        # Once each worker has published again (every second), every scrape, whichever worker
+        # answers it, says open (the worst state), not closed from the worker that had no 429.
+        time.sleep(1.5)
         for _ in range(20):
             s = samples(gw)
             assert s[f'sluicegate_target_health{{target="{target}",state="open"}}'] == 1, s
