@@ -5,8 +5,9 @@
 //! unchanged (and when a socket read holds exactly complete events, the very same `bytes`
 //! object is returned, without a copy).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
+use memchr::memmem;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -48,6 +49,53 @@ fn upstream_is_anthropic(mode: u8) -> bool {
     mode == RELAY_ANTHROPIC || mode == ANTHROPIC_TO_OPENAI
 }
 
+// Built once: a `memmem::find` call builds its searcher each time, which costs more than the
+// search on a short chunk.
+static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+static DELTA_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"delta\""));
+
+/// The final usage chunk of an OpenAI stream (`choices: []` and a `usage` object), which
+/// only a client that asked for it (`stream_options.include_usage`) should see. Probed by
+/// bytes first: only a chunk that mentions `"usage"` is parsed (one per stream).
+pub fn is_usage_only_chunk(data: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    if USAGE_KEY.find(data).is_none() {
+        return false;
+    }
+    serde_json::from_slice::<Chunk>(data)
+        .is_ok_and(|c| c.usage.is_some() && c.choices.is_none_or(|ch| ch.is_empty()))
+}
+
+/// An OpenAI chunk with a non-empty `delta` (generated text, reasoning or a tool-call piece;
+/// also the first chunk, with the role): the unit of the output estimate for servers that
+/// report no usage. One byte probe per chunk, no parse.
+pub fn is_content_chunk(data: &[u8]) -> bool {
+    let ws = |c: Option<&u8>| matches!(c, Some(b' ' | b'\t' | b'\r' | b'\n'));
+    let Some(off) = DELTA_KEY.find(data) else {
+        return false;
+    };
+    let mut i = off + b"\"delta\"".len();
+    for expect in [b':', b'{'] {
+        while ws(data.get(i)) {
+            i += 1;
+        }
+        if data.get(i) != Some(&expect) {
+            return false;
+        }
+        i += 1;
+    }
+    while ws(data.get(i)) {
+        i += 1;
+    }
+    data.get(i).is_some_and(|&c| c != b'}')
+}
+
 /// Where body bytes go once the head is known.
 struct Body {
     mode: u8,
@@ -62,6 +110,11 @@ struct Body {
     buffered: Vec<u8>,
     tally: Tally,
     event_count: u64,
+    /// OpenAI-format upstream chunks with a non-empty delta (for the usage estimate).
+    content_chunks: u64,
+    /// Leave the usage-only chunk out of what the client gets (it did not ask for it; the
+    /// gateway did, for the ledger).
+    drop_usage_chunk: bool,
     // A `Mutex` only to make the (Send, not Sync) translator shareable with Python; it is
     // always reached through `&mut`, so it is never locked.
     translator: Option<Mutex<Box<dyn StreamTranslator>>>,
@@ -85,17 +138,24 @@ impl BodySink for Body {
             scratch,
             tally,
             event_count,
+            content_chunks,
+            drop_usage_chunk,
             translator,
             ..
         } = self;
+        let drop_usage = *drop_usage_chunk;
         let result = match translator {
-            None => splitter.feed(bytes, out, |ev| {
+            None => splitter.feed_filtered(bytes, out, |ev| {
                 *event_count += 1;
                 if anthropic {
                     tally.anthropic_event(ev);
-                } else {
-                    tally.openai_event(ev);
+                    return true;
                 }
+                tally.openai_event(ev);
+                if is_content_chunk(ev.data) {
+                    *content_chunks += 1;
+                }
+                !(drop_usage && is_usage_only_chunk(ev.data))
             }),
             Some(t) => {
                 let t = t.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -105,6 +165,9 @@ impl BodySink for Body {
                         tally.anthropic_event(ev);
                     } else {
                         tally.openai_event(ev);
+                        if is_content_chunk(ev.data) {
+                            *content_chunks += 1;
+                        }
                     }
                     t.on_event(ev, out);
                 });
@@ -154,6 +217,13 @@ pub struct ExchangeCore {
 }
 
 impl ExchangeCore {
+    /// As `new`, for a relay that leaves the usage-only chunk out of the client's stream.
+    pub fn dropping_usage_chunk(mode: u8) -> Self {
+        let mut ex = ExchangeCore::new(mode, None);
+        ex.body.drop_usage_chunk = true;
+        ex
+    }
+
     pub fn new(mode: u8, translator: Option<Box<dyn StreamTranslator>>) -> Self {
         ExchangeCore {
             parser: ResponseParser::new(),
@@ -166,6 +236,8 @@ impl ExchangeCore {
                 buffered: Vec::new(),
                 tally: Tally::default(),
                 event_count: 0,
+                content_chunks: 0,
+                drop_usage_chunk: false,
                 translator: translator.map(Mutex::new),
                 finished: false,
             },
@@ -238,6 +310,28 @@ impl ExchangeCore {
         self.body.event_count
     }
 
+    /// An OpenAI-format stream that reported no usage at all (a server that does not send the
+    /// usage chunk): `usage()` is then an estimate of the output, one token per chunk with a
+    /// non-empty delta (vLLM, llama.cpp, SGLang and Ollama stream about one token per chunk).
+    pub fn usage_estimated(&self) -> bool {
+        let b = &self.body;
+        b.stream
+            && !upstream_is_anthropic(b.mode)
+            && b.content_chunks > 0
+            && b.tally.usage == crate::translate::Usage::default()
+    }
+
+    /// Token usage as reported by the upstream, or the output estimate (see `usage_estimated`).
+    pub fn usage(&self) -> crate::translate::Usage {
+        if self.usage_estimated() {
+            return crate::translate::Usage {
+                output: self.body.content_chunks,
+                ..crate::translate::Usage::default()
+            };
+        }
+        self.body.tally.usage
+    }
+
     /// The whole body of a non-stream response, tallied on first call.
     pub fn take_body(&mut self) -> Vec<u8> {
         let body = core::mem::take(&mut self.body.buffered);
@@ -251,6 +345,28 @@ impl ExchangeCore {
         }
         body
     }
+}
+
+/// Reads the relay modes' options (`drop_usage_chunk`); unknown keys are refused.
+fn relay_drops_usage_chunk(mode: u8, options: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
+    let mut drop = false;
+    let Some(d) = options else {
+        return Ok(false);
+    };
+    for (k, v) in d.iter() {
+        let key = k
+            .cast::<PyString>()
+            .map_err(|_| PyValueError::new_err("exchange option keys must be str"))?;
+        match key.to_str()? {
+            "drop_usage_chunk" if mode == RELAY_OPENAI => drop = v.extract()?,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown option {other:?} for exchange mode {mode}"
+                )))
+            }
+        }
+    }
+    Ok(drop)
 }
 
 /// Reads `translator_options`; unknown keys are refused so a typo fails at once.
@@ -295,11 +411,18 @@ impl Exchange {
     #[new]
     #[pyo3(signature = (mode, translator_options = None))]
     fn new(mode: u8, translator_options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let translator = match mode {
-            RELAY_ANTHROPIC | RELAY_OPENAI => None,
+        let core = match mode {
+            RELAY_ANTHROPIC | RELAY_OPENAI => {
+                if relay_drops_usage_chunk(mode, translator_options)? {
+                    ExchangeCore::dropping_usage_chunk(mode)
+                } else {
+                    ExchangeCore::new(mode, None)
+                }
+            }
             OPENAI_TO_ANTHROPIC | ANTHROPIC_TO_OPENAI => {
                 let settings = translator_settings(translator_options)?;
-                Some(new_translator(mode, &settings).map_err(PyValueError::new_err)?)
+                let t = new_translator(mode, &settings).map_err(PyValueError::new_err)?;
+                ExchangeCore::new(mode, Some(t))
             }
             _ => {
                 return Err(PyValueError::new_err(format!(
@@ -307,9 +430,7 @@ impl Exchange {
                 )))
             }
         };
-        Ok(Exchange {
-            core: ExchangeCore::new(mode, translator),
-        })
+        Ok(Exchange { core })
     }
 
     /// Parse more response bytes; returns the bytes ready for the client now, or None.
@@ -390,8 +511,13 @@ impl Exchange {
 
     #[getter]
     fn usage(&self) -> (u64, u64, u64, u64) {
-        let u = self.core.tally().usage;
+        let u = self.core.usage();
         (u.input, u.output, u.cache_creation, u.cache_read)
+    }
+
+    #[getter]
+    fn usage_estimated(&self) -> bool {
+        self.core.usage_estimated()
     }
 
     #[getter]
@@ -599,6 +725,153 @@ mod tests {
             }
         );
         assert_eq!(ex.tally().stop_reason.as_deref(), Some("stop"));
+    }
+
+    const OPENAI_WITH_USAGE: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+        data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n\
+        : keep-alive\n\n\
+        data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":32}}}\n\n\
+        data: [DONE]\n\n";
+
+    fn relay_openai(
+        mut ex: ExchangeCore,
+        body: &[u8],
+        chunk: usize,
+        piece: usize,
+    ) -> (Vec<u8>, ExchangeCore) {
+        let resp = chunked(body, chunk);
+        let mut out = Vec::new();
+        for p in resp.chunks(piece) {
+            ex.feed(p).unwrap();
+            out.extend_from_slice(ex.out());
+        }
+        (out, ex)
+    }
+
+    #[test]
+    fn usage_chunk_tallied_but_not_relayed_when_the_client_did_not_ask() {
+        let usage_line = OPENAI_WITH_USAGE
+            .windows(b"data: {\"id\":\"c\",\"choices\":[],".len())
+            .position(|w| w == b"data: {\"id\":\"c\",\"choices\":[],")
+            .unwrap();
+        let end = usage_line
+            + OPENAI_WITH_USAGE[usage_line..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .unwrap()
+            + 2;
+        let mut want = OPENAI_WITH_USAGE[..usage_line].to_vec();
+        want.extend_from_slice(&OPENAI_WITH_USAGE[end..]);
+        let crlf: Vec<u8> = String::from_utf8(OPENAI_WITH_USAGE.to_vec())
+            .unwrap()
+            .replace('\n', "\r\n")
+            .into_bytes();
+        let want_crlf: Vec<u8> = String::from_utf8(want.clone())
+            .unwrap()
+            .replace('\n', "\r\n")
+            .into_bytes();
+        for (body, want) in [(OPENAI_WITH_USAGE, &want), (&crlf[..], &want_crlf)] {
+            for chunk in [1, 7, 64, body.len()] {
+                for piece in [1, 5, 100, 10_000] {
+                    let ex = ExchangeCore::dropping_usage_chunk(RELAY_OPENAI);
+                    let (out, ex) = relay_openai(ex, body, chunk, piece);
+                    assert_eq!(&out, want, "chunk {chunk} piece {piece}");
+                    let usage = Usage {
+                        input: 18,
+                        output: 3,
+                        cache_creation: 0,
+                        cache_read: 32,
+                    };
+                    assert_eq!((ex.usage(), ex.usage_estimated()), (usage, false));
+                    assert_eq!(ex.tally().stop_reason.as_deref(), Some("stop"));
+                    assert!(ex.done());
+                }
+            }
+        }
+        // Asked for by the client: relayed as it came.
+        let (out, _) = relay_openai(
+            ExchangeCore::new(RELAY_OPENAI, None),
+            OPENAI_WITH_USAGE,
+            9,
+            4,
+        );
+        assert_eq!(out, OPENAI_WITH_USAGE);
+    }
+
+    #[test]
+    fn output_estimated_when_the_server_reports_no_usage() {
+        let body = b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\": { \"reasoning_content\":\"b\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+            data: [DONE]\n\n";
+        let (out, ex) = relay_openai(
+            ExchangeCore::dropping_usage_chunk(RELAY_OPENAI),
+            body,
+            11,
+            3,
+        );
+        assert_eq!(out, body);
+        assert!(ex.usage_estimated());
+        assert_eq!(
+            ex.usage(),
+            Usage {
+                input: 0,
+                output: 4,
+                cache_creation: 0,
+                cache_read: 0
+            }
+        );
+        // Translated for an Anthropic client, the same estimate reaches the ledger.
+        let settings = TranslatorSettings {
+            flavor: "generic".to_owned(),
+            model: "claude-x".to_owned(),
+            include_usage: false,
+        };
+        let t = new_translator(OPENAI_TO_ANTHROPIC, &settings).unwrap();
+        let (out, ex) = relay_openai(ExchangeCore::new(OPENAI_TO_ANTHROPIC, Some(t)), body, 11, 3);
+        assert!(out.starts_with(b"event: message_start"));
+        assert!(ex.usage_estimated() && ex.usage().output == 4);
+        // A real usage report, or an Anthropic upstream, is never estimated.
+        let (_, ex) = relay_openai(
+            ExchangeCore::new(RELAY_OPENAI, None),
+            OPENAI_WITH_USAGE,
+            50,
+            50,
+        );
+        assert!(!ex.usage_estimated());
+        let (_, ex) = run(&chunked(&anthropic_stream(), 40), 13);
+        assert!(!ex.usage_estimated() && ex.usage().output == 31);
+    }
+
+    #[test]
+    fn chunk_probes() {
+        assert!(is_usage_only_chunk(
+            br#"{"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(is_usage_only_chunk(br#"{"usage":{"prompt_tokens":1}}"#));
+        assert!(!is_usage_only_chunk(
+            br#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_chunk(br#"{"choices":[],"usage":null}"#));
+        assert!(!is_usage_only_chunk(
+            br#"{"choices":[{"delta":{"content":""usage""}}]}"#
+        ));
+        assert!(!is_usage_only_chunk(b"[DONE]"));
+        assert!(is_content_chunk(
+            br#"{"choices":[{"delta":{"content":"x"}}]}"#
+        ));
+        assert!(is_content_chunk(
+            br#"{"choices":[{"delta" : {"tool_calls":[]}}]}"#
+        ));
+        assert!(!is_content_chunk(
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(!is_content_chunk(br#"{"choices":[{"delta": { } }]}"#));
+        assert!(!is_content_chunk(br#"{"choices":[],"usage":{}}"#));
+        assert!(!is_content_chunk(b"[DONE]"));
     }
 
     struct Upper {

@@ -24,6 +24,20 @@ pub struct RequestInfo {
     pub image_count: u32,
     /// Top-level `"tools"` is a non-empty array.
     pub has_tools: bool,
+    /// What the top-level `"stream_options"` says about the usage chunk of a stream.
+    pub stream_options: StreamOptions,
+}
+
+/// The top-level `"stream_options"` of an OpenAI Chat Completions request, as far as the
+/// final usage chunk is concerned; spans are `[start, end)` of the values' bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `stream_options.include_usage` is `true`.
+    pub include_usage: bool,
+    /// The value of `"stream_options"` (any JSON value).
+    pub span: Option<(usize, usize)>,
+    /// The value of `"include_usage"` directly inside a `"stream_options"` object.
+    pub include_usage_span: Option<(usize, usize)>,
 }
 
 /// Why a body was rejected.
@@ -54,6 +68,8 @@ enum Watch {
     Stream,
     Tools,
     Type,
+    StreamOptions,
+    IncludeUsage,
 }
 
 // Stack entries: what the open container is.
@@ -71,6 +87,10 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
     let mut stack: Vec<u8> = Vec::with_capacity(32);
     let mut watch = Watch::None;
     let mut top_is_object = false;
+    // Where the container value of `stream_options` (stack depth 2) and of its `include_usage`
+    // (depth 3) started, while it is open.
+    let mut so_open: Option<usize> = None;
+    let mut iu_open: Option<usize> = None;
 
     s.skip_ws();
     if s.pos == body.len() {
@@ -94,7 +114,13 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
                     *top = OBJECT;
                 }
             }
+            Watch::StreamOptions => info.stream_options = StreamOptions::default(),
+            Watch::IncludeUsage => {
+                info.stream_options.include_usage = false;
+                info.stream_options.include_usage_span = None;
+            }
         }
+        let value_start = s.pos;
         match s.peek() {
             Some(b'{') => {
                 if stack.is_empty() {
@@ -106,7 +132,8 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
                     s.pos += 1;
                 } else {
                     stack.push(OBJECT);
-                    watch = s.member_key(stack.len())?;
+                    open_watched(w, value_start, &mut so_open, &mut iu_open);
+                    watch = s.member_key(stack.len(), so_open.is_some())?;
                     continue 'value;
                 }
             }
@@ -121,6 +148,7 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
                     s.pos += 1;
                 } else {
                     stack.push(ARRAY);
+                    open_watched(w, value_start, &mut so_open, &mut iu_open);
                     continue 'value;
                 }
             }
@@ -152,12 +180,23 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
                 if w == Watch::Stream {
                     info.stream = true;
                 }
+                if w == Watch::IncludeUsage {
+                    info.stream_options.include_usage = true;
+                }
             }
             Some(b'f') => s.literal(b"false")?,
             Some(b'n') => s.literal(b"null")?,
             Some(b'-' | b'0'..=b'9') => s.number()?,
             Some(_) => return Err(invalid(s.pos, "expected a value")),
             None => return Err(invalid(s.pos, "unexpected end of input, expected a value")),
+        }
+        // A whole value of a watched key (a scalar or an empty container) ends here.
+        match w {
+            Watch::StreamOptions => info.stream_options.span = Some((value_start, s.pos)),
+            Watch::IncludeUsage => {
+                info.stream_options.include_usage_span = Some((value_start, s.pos));
+            }
+            _ => {}
         }
         // After a value: close containers or move to the next element.
         loop {
@@ -173,13 +212,14 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
                 (ARRAY, Some(b']')) => {
                     s.pos += 1;
                     stack.pop();
+                    close_watched(stack.len(), s.pos, &mut info, &mut so_open, &mut iu_open);
                 }
                 (ARRAY, Some(_)) => {
                     return Err(invalid(s.pos, "expected ',' or ']' after an array element"))
                 }
                 (_, Some(b',')) => {
                     s.pos += 1;
-                    watch = s.member_key(stack.len())?;
+                    watch = s.member_key(stack.len(), so_open.is_some())?;
                     continue 'value;
                 }
                 (_, Some(b'}')) => {
@@ -188,6 +228,7 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
                         info.image_count += 1;
                     }
                     stack.pop();
+                    close_watched(stack.len(), s.pos, &mut info, &mut so_open, &mut iu_open);
                 }
                 (_, Some(_)) => {
                     return Err(invalid(s.pos, "expected ',' or '}' after an object member"))
@@ -206,6 +247,37 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
         return Err(ScanError::NotObject);
     }
     Ok(info)
+}
+
+/// A container value of `stream_options` or of its `include_usage` opened at `start`.
+#[inline]
+fn open_watched(w: Watch, start: usize, so: &mut Option<usize>, iu: &mut Option<usize>) {
+    match w {
+        Watch::StreamOptions => *so = Some(start),
+        Watch::IncludeUsage => *iu = Some(start),
+        _ => {}
+    }
+}
+
+/// A container just closed, leaving `depth` open ones: it ended a watched value when that
+/// value was the one open at this depth.
+#[inline]
+fn close_watched(
+    depth: usize,
+    end: usize,
+    info: &mut RequestInfo,
+    so: &mut Option<usize>,
+    iu: &mut Option<usize>,
+) {
+    if depth == 1 {
+        if let Some(start) = so.take() {
+            info.stream_options.span = Some((start, end));
+        }
+    } else if depth == 2 && so.is_some() {
+        if let Some(start) = iu.take() {
+            info.stream_options.include_usage_span = Some((start, end));
+        }
+    }
 }
 
 fn invalid(offset: usize, what: &'static str) -> ScanError {
@@ -231,7 +303,8 @@ impl Scanner<'_> {
     }
 
     /// Reads `"key" :` at the start of an object member; returns what to watch for its value.
-    fn member_key(&mut self, depth: usize) -> Result<Watch, ScanError> {
+    /// `in_stream_options`: the top-level `stream_options` value is open.
+    fn member_key(&mut self, depth: usize, in_stream_options: bool) -> Result<Watch, ScanError> {
         self.skip_ws();
         if self.peek() != Some(b'"') {
             return Err(invalid(self.pos, "expected a string key"));
@@ -242,9 +315,9 @@ impl Scanner<'_> {
         let watch = if raw.len() > 40 {
             Watch::None
         } else if escaped {
-            classify_key(unescape(raw, true).as_bytes(), depth)
+            classify_key(unescape(raw, true).as_bytes(), depth, in_stream_options)
         } else {
-            classify_key(raw, depth)
+            classify_key(raw, depth, in_stream_options)
         };
         self.skip_ws();
         if self.peek() != Some(b':') {
@@ -351,12 +424,14 @@ impl Scanner<'_> {
 }
 
 #[inline]
-fn classify_key(key: &[u8], depth: usize) -> Watch {
+fn classify_key(key: &[u8], depth: usize, in_stream_options: bool) -> Watch {
     match key {
         b"type" => Watch::Type,
         b"model" if depth == 1 => Watch::Model,
         b"stream" if depth == 1 => Watch::Stream,
         b"tools" if depth == 1 => Watch::Tools,
+        b"stream_options" if depth == 1 => Watch::StreamOptions,
+        b"include_usage" if depth == 2 && in_stream_options => Watch::IncludeUsage,
         _ => Watch::None,
     }
 }
@@ -471,6 +546,77 @@ pub fn replace_model(
     out.extend_from_slice(&body[..start]);
     out.extend_from_slice(&lit);
     out.extend_from_slice(&body[end..]);
+    Ok(out)
+}
+
+const INCLUDE_USAGE_MEMBER: &[u8] = br#""include_usage":true"#;
+
+/// `body` (as `info` describes it) with `stream_options.include_usage` set to `true`, and the
+/// model value swapped for `model` when given: the usage chunk is asked for while every other
+/// byte stays as the client sent it. An existing `include_usage` value becomes `true`; a
+/// `stream_options` object gains the member; any other `stream_options` value is replaced; a
+/// body without one gets `"stream_options":{"include_usage":true}` appended as its last member.
+pub fn with_include_usage(
+    body: &[u8],
+    info: &RequestInfo,
+    model: Option<&str>,
+) -> Result<Vec<u8>, &'static str> {
+    let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::with_capacity(2);
+    if let (Some(m), Some((a, b))) = (model, info.model_span) {
+        edits.push((a, b, json_string(m)));
+    }
+    let so = &info.stream_options;
+    if !so.include_usage {
+        let is_ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+        match (so.include_usage_span, so.span) {
+            (Some((a, b)), _) => edits.push((a, b, b"true".to_vec())),
+            (None, Some((a, b))) if body.get(a) == Some(&b'{') && b >= a + 2 => {
+                let empty = body
+                    .get(a + 1..b - 1)
+                    .is_some_and(|inner| inner.iter().all(is_ws));
+                let mut member = INCLUDE_USAGE_MEMBER.to_vec();
+                if !empty {
+                    member.push(b',');
+                }
+                edits.push((a + 1, a + 1, member));
+            }
+            (None, Some((a, b))) => {
+                let mut obj = b"{".to_vec();
+                obj.extend_from_slice(INCLUDE_USAGE_MEMBER);
+                obj.push(b'}');
+                edits.push((a, b, obj));
+            }
+            (None, None) => {
+                // Before the closing brace of the top-level object.
+                let close = body
+                    .iter()
+                    .rposition(|c| !is_ws(c))
+                    .filter(|&i| body[i] == b'}')
+                    .ok_or("the body is not a JSON object")?;
+                let before = body[..close].iter().rposition(|c| !is_ws(c));
+                let mut member = Vec::with_capacity(48);
+                if before.is_some_and(|i| body[i] != b'{') {
+                    member.push(b',');
+                }
+                member.extend_from_slice(br#""stream_options":{"#);
+                member.extend_from_slice(INCLUDE_USAGE_MEMBER);
+                member.push(b'}');
+                edits.push((close, close, member));
+            }
+        }
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(body.len() + 48);
+    let mut from = 0;
+    for (a, b, bytes) in edits {
+        if a < from || b < a || b > body.len() {
+            return Err("span is outside the body");
+        }
+        out.extend_from_slice(&body[from..a]);
+        out.extend_from_slice(&bytes);
+        from = b;
+    }
+    out.extend_from_slice(&body[from..]);
     Ok(out)
 }
 
@@ -681,6 +827,130 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn stream_options_found_at_the_top_level_only() {
+        let body = r#"{"model":"m","stream":true,"stream_options":{"x":1,"include_usage":true},"messages":[]}"#;
+        let so = ok(body).stream_options;
+        assert!(so.include_usage);
+        let (a, b) = so.span.unwrap();
+        assert_eq!(&body[a..b], r#"{"x":1,"include_usage":true}"#);
+        let (a, b) = so.include_usage_span.unwrap();
+        assert_eq!(&body[a..b], "true");
+        for (body, value) in [
+            (r#"{"stream_options":{"include_usage":false}}"#, "false"),
+            (
+                r#"{"stream_options":{"include_usage":{"a":[1]}}}"#,
+                r#"{"a":[1]}"#,
+            ),
+            (r#"{"stream_options":{"include_usage":[true]}}"#, "[true]"),
+            (
+                r#"{"stream_options":{"include_usage":true , "include_usage" : null}}"#,
+                "null",
+            ),
+        ] {
+            let so = ok(body).stream_options;
+            assert!(!so.include_usage, "{body}");
+            let (a, b) = so.include_usage_span.unwrap();
+            assert_eq!(&body[a..b], value, "{body}");
+        }
+        for (body, value) in [
+            (r#"{"stream_options":null}"#, "null"),
+            (
+                r#"{"stream_options":[{"include_usage":true}]}"#,
+                r#"[{"include_usage":true}]"#,
+            ),
+            (r#"{"stream_options":{}}"#, "{}"),
+            (
+                r#"{"stream_options":{"include_usage":true},"stream_options":{"n":{"include_usage":true}}}"#,
+                r#"{"n":{"include_usage":true}}"#,
+            ),
+        ] {
+            let so = ok(body).stream_options;
+            assert!(
+                !so.include_usage && so.include_usage_span.is_none(),
+                "{body}"
+            );
+            let (a, b) = so.span.unwrap();
+            assert_eq!(&body[a..b], value, "{body}");
+        }
+        let nested = ok(r#"{"x":{"stream_options":{"include_usage":true}},"include_usage":true}"#);
+        assert_eq!(nested.stream_options, StreamOptions::default());
+        let escaped = ok(r#"{"stream_options":{"include_usage":true}}"#);
+        assert!(escaped.stream_options.include_usage);
+    }
+
+    fn asked(body: &str, model: Option<&str>) -> String {
+        let info = ok(body);
+        let out = with_include_usage(body.as_bytes(), &info, model).unwrap();
+        let again = ok(core::str::from_utf8(&out).unwrap());
+        assert!(
+            again.stream_options.include_usage,
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["stream_options"]["include_usage"],
+            serde_json::Value::Bool(true)
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn include_usage_is_asked_for_with_every_other_byte_kept() {
+        assert_eq!(
+            asked(r#"{"model":"a","stream":true,"messages":[]}"#, None),
+            r#"{"model":"a","stream":true,"messages":[],"stream_options":{"include_usage":true}}"#
+        );
+        assert_eq!(
+            asked("{ \"model\" : \"a\",\n \"stream\":true }\n", Some("up/b")),
+            "{ \"model\" : \"up/b\",\n \"stream\":true ,\"stream_options\":{\"include_usage\":true}}\n"
+        );
+        assert_eq!(
+            asked(
+                r#"{"stream_options":{"include_usage":false,"x":1},"model":"a"}"#,
+                Some("b")
+            ),
+            r#"{"stream_options":{"include_usage":true,"x":1},"model":"b"}"#
+        );
+        assert_eq!(
+            asked(
+                r#"{"model":"a","stream_options":{"continuous_usage_stats":true}}"#,
+                None
+            ),
+            r#"{"model":"a","stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#
+        );
+        assert_eq!(
+            asked(r#"{"model":"a","stream_options":{ }}"#, None),
+            r#"{"model":"a","stream_options":{"include_usage":true }}"#
+        );
+        assert_eq!(
+            asked(r#"{"model":"a","stream_options":null}"#, None),
+            r#"{"model":"a","stream_options":{"include_usage":true}}"#
+        );
+        assert_eq!(
+            asked(
+                r#"{"model":"a","stream_options":{"include_usage":{"deep":[1]}}}"#,
+                None
+            ),
+            r#"{"model":"a","stream_options":{"include_usage":true}}"#
+        );
+        // Already asked for: only the model changes.
+        let body = r#"{"model":"a","stream_options":{"include_usage":true}}"#;
+        assert_eq!(asked(body, Some("z")), body.replace("\"a\"", "\"z\""));
+        assert_eq!(
+            asked("{}", None),
+            r#"{"stream_options":{"include_usage":true}}"#
+        );
+    }
+
+    #[test]
+    fn include_usage_edit_refuses_spans_outside_the_body() {
+        let info = ok(r#"{"model":"a","stream_options":{"include_usage":false}}"#);
+        assert!(with_include_usage(b"{}", &info, None).is_err());
+        assert!(with_include_usage(b"[]", &RequestInfo::default(), None).is_err());
     }
 
     #[test]

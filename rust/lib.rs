@@ -25,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<exchange::Exchange>()?;
     m.add_function(wrap_pyfunction!(request::inspect_request, m)?)?;
     m.add_function(wrap_pyfunction!(request::replace_model, m)?)?;
+    m.add_function(wrap_pyfunction!(request::ask_for_usage, m)?)?;
     translate::py::register(m)?;
     Ok(())
 }

@@ -20,10 +20,18 @@ pub struct RequestInfo {
     image_count: u32,
     #[pyo3(get)]
     has_tools: bool,
+    /// Where `stream_options` and its `include_usage` are, for `ask_for_usage`.
+    stream_options: json_scan::StreamOptions,
 }
 
 #[pymethods]
 impl RequestInfo {
+    /// Top-level `stream_options.include_usage` is true.
+    #[getter]
+    fn include_usage(&self) -> bool {
+        self.stream_options.include_usage
+    }
+
     fn __repr__(&self) -> String {
         let model = match &self.model {
             Some(m) => format!("{m:?}"),
@@ -35,10 +43,11 @@ impl RequestInfo {
         };
         let py_bool = |b: bool| if b { "True" } else { "False" };
         format!(
-            "RequestInfo(model={model}, model_span={span}, stream={}, image_count={}, has_tools={})",
+            "RequestInfo(model={model}, model_span={span}, stream={}, image_count={}, has_tools={}, include_usage={})",
             py_bool(self.stream),
             self.image_count,
-            py_bool(self.has_tools)
+            py_bool(self.has_tools),
+            py_bool(self.stream_options.include_usage)
         )
     }
 }
@@ -59,7 +68,27 @@ pub fn inspect_request(py: Python<'_>, body: &[u8]) -> PyResult<RequestInfo> {
         stream: info.stream,
         image_count: info.image_count,
         has_tools: info.has_tools,
+        stream_options: info.stream_options,
     })
+}
+
+/// The body (as `info` found it) asking for the final usage chunk of a stream, and with the
+/// model swapped when `model` is given; every other byte unchanged.
+#[pyfunction]
+#[pyo3(signature = (body, info, model = None))]
+pub fn ask_for_usage<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    info: &RequestInfo,
+    model: Option<&str>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let facts = json_scan::RequestInfo {
+        model_span: info.model_span,
+        stream_options: info.stream_options,
+        ..json_scan::RequestInfo::default()
+    };
+    let out = json_scan::with_include_usage(body, &facts, model).map_err(PyValueError::new_err)?;
+    Ok(PyBytes::new(py, &out))
 }
 
 /// The body with `body[span]` replaced by `model` as a JSON string.

@@ -56,6 +56,11 @@ pub struct SseSplitter {
     at_start: bool,
     /// Scratch for joining multi-line data.
     joined: Vec<u8>,
+    /// Byte ranges (in the scanned input) of events a filtering feed leaves out.
+    dropped: Vec<(usize, usize)>,
+    /// A dropped event ended with a `\r` at the very end of the input: the `\n` that may
+    /// start the next piece belongs to it, and is left out too.
+    dropped_before_lf: bool,
 }
 
 /// The pending event grew past `MAX_PENDING`.
@@ -91,10 +96,27 @@ impl SseSplitter {
     where
         F: FnMut(&SseEvent<'_>),
     {
+        self.feed_filtered(chunk, out, |ev| {
+            on_event(ev);
+            true
+        })
+    }
+
+    /// As `feed`, but an event for which `keep` returns false is left out of `out` (its whole
+    /// block: field lines, comments inside it and the blank line that ends it).
+    pub fn feed_filtered<F>(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+        mut keep: F,
+    ) -> Result<(), EventTooLarge>
+    where
+        F: FnMut(&SseEvent<'_>) -> bool,
+    {
         if self.pending.is_empty() {
             // Usual case: the piece starts at an event boundary, scan it in place.
-            let done = self.scan(chunk, &mut on_event);
-            out.extend_from_slice(&chunk[..done]);
+            let done = self.scan(chunk, &mut keep);
+            self.emit(&chunk[..done], out);
             let rest = &chunk[done..];
             if rest.len() > MAX_PENDING {
                 return Err(EventTooLarge);
@@ -108,12 +130,27 @@ impl SseSplitter {
         }
         let mut pending = core::mem::take(&mut self.pending);
         pending.extend_from_slice(chunk);
-        let done = self.scan(&pending, &mut on_event);
-        out.extend_from_slice(&pending[..done]);
+        let done = self.scan(&pending, &mut keep);
+        self.emit(&pending[..done], out);
         pending.drain(..done);
         self.pending = pending;
         self.keep_after(done);
         Ok(())
+    }
+
+    /// Appends the complete events `done` to `out`, minus the ranges a filter dropped.
+    fn emit(&mut self, done: &[u8], out: &mut Vec<u8>) {
+        if self.dropped.is_empty() {
+            out.extend_from_slice(done);
+            return;
+        }
+        let mut from = 0;
+        for &(a, b) in &self.dropped {
+            out.extend_from_slice(&done[from..a]);
+            from = b;
+        }
+        out.extend_from_slice(&done[from..]);
+        self.dropped.clear();
     }
 
     /// The first `done` bytes went out: make the partial event's positions relative to the rest.
@@ -134,7 +171,7 @@ impl SseSplitter {
     /// the length of its prefix made of complete events.
     fn scan<F>(&mut self, src: &[u8], on_event: &mut F) -> usize
     where
-        F: FnMut(&SseEvent<'_>),
+        F: FnMut(&SseEvent<'_>) -> bool,
     {
         let mut boundary = 0;
         let mut pos = self.partial.line_start;
@@ -157,9 +194,13 @@ impl SseSplitter {
                     self.partial.name.is_none() && self.partial.data.is_empty() && pos == boundary;
                 pos += 1;
                 if empty {
+                    if self.dropped_before_lf {
+                        self.dropped.push((boundary, pos));
+                    }
                     boundary = pos;
                 }
             }
+            self.dropped_before_lf = false;
             self.partial.search_from = self.partial.search_from.max(pos);
         }
         let mut search = self.partial.search_from.max(pos);
@@ -180,7 +221,10 @@ impl SseSplitter {
             }
             let line = &src[pos..end];
             if line.is_empty() {
-                self.dispatch(src, on_event);
+                if !self.dispatch(src, on_event) {
+                    self.dropped.push((boundary, next));
+                    self.dropped_before_lf = self.after_cr;
+                }
                 boundary = next;
             } else if line[0] != b':' {
                 let (name, value_start) = match memchr::memchr(b':', line) {
@@ -205,13 +249,14 @@ impl SseSplitter {
         }
     }
 
-    fn dispatch<F>(&mut self, src: &[u8], on_event: &mut F)
+    /// Hands the event that just ended to `on_event`; false when it is to be left out.
+    fn dispatch<F>(&mut self, src: &[u8], on_event: &mut F) -> bool
     where
-        F: FnMut(&SseEvent<'_>),
+        F: FnMut(&SseEvent<'_>) -> bool,
     {
         let name = self.partial.name.take();
         if self.partial.data.is_empty() {
-            return;
+            return true;
         }
         let event = name.and_then(|(a, b)| core::str::from_utf8(&src[a..b]).ok());
         let data: &[u8] = match self.partial.data.as_slice() {
@@ -227,8 +272,9 @@ impl SseSplitter {
                 &self.joined
             }
         };
-        on_event(&SseEvent { event, data });
+        let keep = on_event(&SseEvent { event, data });
         self.partial.data.clear();
+        keep
     }
 }
 
@@ -339,6 +385,40 @@ mod tests {
     fn byte_order_mark_skipped() {
         let s = b"\xEF\xBB\xBFevent: x\ndata: 1\n\n";
         every_split(s, &[ev(Some("x"), "1")]);
+    }
+
+    /// Every split of `stream`, filtered by `keep`: the output is always `want`.
+    fn every_split_filtered(stream: &[u8], want: &[u8], keep: fn(&SseEvent<'_>) -> bool) {
+        let run = |pieces: &[&[u8]]| {
+            let mut s = SseSplitter::new();
+            let mut out = Vec::new();
+            for p in pieces {
+                s.feed_filtered(p, &mut out, keep).unwrap();
+            }
+            out
+        };
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let out = run(&[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(out, want, "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn filtered_events_are_left_out_whole() {
+        let drop_usage = |e: &SseEvent<'_>| !e.data.starts_with(b"{\"usage\"");
+        let s = b"data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"usage\":2}\n\ndata: [DONE]\n\n";
+        every_split_filtered(
+            s,
+            b"data: {\"a\":1}\n\n: keep-alive\n\ndata: [DONE]\n\n",
+            drop_usage,
+        );
+        let crlf = b"data: 1\r\n\r\nevent: u\r\ndata: {\"usage\":{}}\r\n\r\ndata: 3\r\n\r\n";
+        every_split_filtered(crlf, b"data: 1\r\n\r\ndata: 3\r\n\r\n", drop_usage);
+        // Dropping nothing leaves every byte in place; dropping everything leaves only comments.
+        every_split_filtered(s, s, |_| true);
+        every_split_filtered(s, b": keep-alive\n\n", |_| false);
     }
 
     #[test]

@@ -20,6 +20,7 @@ from fakes import openai as fo
 UPSTREAM_KEY = "sk-vllm-SECRET-321"
 TOKEN = "sg-pass-token"
 LIMITED = "sg-limited-token"
+TPM_LIMITED = "sg-tpm-token"
 
 
 def passthrough_config(base_url: str) -> dict[str, Any]:
@@ -32,6 +33,13 @@ def passthrough_config(base_url: str) -> dict[str, Any]:
                 "flavor": "vllm",
             },
             "keyless": {"type": "openai", "base_url": base_url + "/v1", "flavor": "ollama"},
+            # A server that refuses stream_options: it never sends a usage chunk.
+            "nousage": {
+                "type": "openai",
+                "base_url": base_url + "/v1",
+                "flavor": "llamacpp",
+                "include_usage": False,
+            },
         },
         "models": {
             "local-coder": {
@@ -41,10 +49,12 @@ def passthrough_config(base_url: str) -> dict[str, Any]:
             },
             "as-is": {"targets": [{"provider": "keyless"}]},
             "private": {"targets": [{"provider": "vllm", "model": "private-model"}]},
+            "no-usage": {"targets": [{"provider": "nousage", "model": "ggml-model"}]},
         },
         "keys": [
             {"name": "dev", "token": TOKEN, "models": ["*"]},
             {"name": "limited", "token": LIMITED, "models": ["local-coder"]},
+            {"name": "tpm", "token": TPM_LIMITED, "models": ["*"], "tpm": 100},
         ],
     }
 
@@ -155,6 +165,102 @@ def test_stream_relayed_byte_for_byte(gw: GatewayProcess, up: FakeUpstream) -> N
     rec = gw.access_records()[-1]
     assert rec["endpoint"] == "chat_completions" and rec["target"] == "vllm/Qwen/Qwen3-Coder-30B"
     assert (rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"]) == (26, 33, 64)
+
+
+def last_access_record(gw: GatewayProcess, mark: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while len(gw.access_records()) <= mark and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gw.access_records()[-1]
+
+
+def stream_raw(gw: GatewayProcess, body: dict[str, Any] | bytes, token: str = TOKEN) -> bytes:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        content=content,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200
+        return b"".join(r.iter_raw())
+
+
+def test_stream_without_include_usage_still_counts_real_tokens(gw: GatewayProcess, up: FakeUpstream) -> None:
+    usage = {"prompt_tokens": 90, "completion_tokens": 33, "cached_tokens": 64}
+    up.enqueue(fo.sse_response("Counted.", reasoning="Hm.", usage=usage, id="chatcmpl-u1"))
+    mark = len(gw.access_records())
+    body = b'{"model" : "local-coder", "messages":[{"role":"user","content":"hi \\u00e9"}],"stream":true }'
+    got = stream_raw(gw, body)
+    # The gateway asked for the usage chunk; nothing else in the body changed but the model...
+    assert up.requests[0].body == (
+        b'{"model" : "Qwen/Qwen3-Coder-30B", "messages":[{"role":"user","content":"hi \\u00e9"}],'
+        b'"stream":true ,"stream_options":{"include_usage":true}}'
+    )
+    # ...and the client got exactly what it asked for: the stream without it.
+    assert got == b"".join(fo.sse_stream("Counted.", reasoning="Hm.", include_usage=False, id="chatcmpl-u1"))
+    assert b'"usage"' not in got
+    rec = last_access_record(gw, mark)
+    assert (rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"]) == (26, 33, 64)
+    assert rec["usage_estimated"] is False
+
+
+def test_stream_options_of_the_client_are_kept_and_completed(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fo.sse_response("ok", usage={"prompt_tokens": 5, "completion_tokens": 2}))
+    raw = b'{"model":"as-is","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[]}'
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        content=raw,
+        headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    ) as r:
+        got = b"".join(r.iter_raw())
+    assert up.requests[0].body == raw.replace(b'"include_usage":false', b'"include_usage":true')
+    assert b'"usage"' not in got and got.endswith(b"data: [DONE]\n\n")
+
+
+def test_usage_chunk_reaches_the_sdk_only_when_asked(gw: GatewayProcess, up: FakeUpstream) -> None:
+    for asked in (False, True):
+        up.enqueue(fo.sse_response("sdk", usage={"prompt_tokens": 7, "completion_tokens": 3}))
+        extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if asked else {}
+        mark = len(gw.access_records())
+        chunks = list(
+            client(gw).chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True, **extra)
+        )
+        usage = [c.usage for c in chunks if c.usage is not None]
+        assert (len(usage) == 1) is asked and (not usage or usage[0].prompt_tokens == 7)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "sdk"
+        rec = last_access_record(gw, mark)
+        assert (rec["input_tokens"], rec["output_tokens"]) == (7, 3)
+
+
+def test_tokens_per_minute_hold_for_streams_without_include_usage(
+    gw: GatewayProcess, up: FakeUpstream
+) -> None:
+    # 90 + 33 tokens settle against a limit of 100 per minute: the next request is refused.
+    up.enqueue(fo.sse_response("big", usage={"prompt_tokens": 90, "completion_tokens": 33}))
+    stream_raw(gw, {"model": "local-coder", "messages": USER, "stream": True}, TPM_LIMITED)
+    r = post(gw, json.dumps({"model": "local-coder", "messages": USER}).encode(), token=TPM_LIMITED)
+    assert r.status_code == 429, r.text
+    assert "tokens per minute" in r.json()["error"]["message"]
+    assert len(up.requests) == 1
+
+
+def test_server_without_usage_is_estimated_and_marked(gw: GatewayProcess, up: FakeUpstream) -> None:
+    up.enqueue(fo.sse_response("one two three four", content_pieces=4))
+    mark = len(gw.access_records())
+    text = "word " * 70  # 350 bytes of text: 100 tokens at 3.5 bytes a token
+    got = stream_raw(
+        gw, {"model": "no-usage", "stream": True, "messages": [{"role": "user", "content": text}]}
+    )
+    assert "stream_options" not in up.requests[0].json  # the provider says it refuses the field
+    assert got.endswith(b"data: [DONE]\n\n")
+    rec = last_access_record(gw, mark)
+    assert rec["usage_estimated"] is True
+    # Output: one token per chunk with a delta (the role chunk and four pieces of text).
+    assert rec["output_tokens"] == 5
+    assert 100 <= rec["input_tokens"] <= 120  # the count_tokens estimate of the request
 
 
 def test_stream_through_the_sdk(gw: GatewayProcess, up: FakeUpstream) -> None:
@@ -282,7 +388,7 @@ def test_other_paths_and_methods_answer_in_openai_shape(gw: GatewayProcess) -> N
 def test_models_list_read_by_the_openai_sdk(gw: GatewayProcess) -> None:
     models = list(client(gw).models.list())
     ids = [m.id for m in models]
-    assert set(ids) == {"local-coder", "gpt-4o-mini", "as-is", "private"}
+    assert set(ids) == {"local-coder", "gpt-4o-mini", "as-is", "private", "no-usage"}
     assert all(m.object == "model" and m.owned_by and isinstance(m.created, int) for m in models)
     limited = [m.id for m in client(gw, LIMITED).models.list()]
     assert set(limited) == {"local-coder", "gpt-4o-mini"}
@@ -296,7 +402,7 @@ def test_models_list_read_by_the_anthropic_sdk(gw: GatewayProcess) -> None:
     assert [m.type for m in page.data] == ["model", "model"]
     assert page.has_more is True and page.first_id == page.data[0].id
     every = [m.id for m in c.models.list(limit=1000)]
-    assert set(every) == {"local-coder", "gpt-4o-mini", "as-is", "private"}
+    assert set(every) == {"local-coder", "gpt-4o-mini", "as-is", "private", "no-usage"}
     names = {m.id: m.display_name for m in c.models.list()}
     assert names["local-coder"] == "Local coder"
 

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic as anthropic_sdk
 import httpx
@@ -249,7 +250,10 @@ def test_openai_stream_with_reasoning_tool_calls_and_usage_through_sdk(up: FakeU
     )
     client = openai_sdk.OpenAI(base_url=up.base_url + "/v1", api_key="sk-test", max_retries=0, timeout=10)
     stream = client.chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": "hi"}], stream=True
+        model="qwen",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     content, reasoning, args, finish, usage = "", "", {0: "", 1: ""}, None, None
     names = {}
@@ -272,6 +276,21 @@ def test_openai_stream_with_reasoning_tool_calls_and_usage_through_sdk(up: FakeU
     assert json.loads(args[0]) == {"city": "Paris"} and args[1] == "{}"
     assert finish == "tool_calls"
     assert usage is not None and usage.prompt_tokens == 9 and usage.total_tokens == 13
+    # Like the real servers, the usage chunk only for a request that asks for it.
+    for asked in (None, {"include_usage": False}, {"include_usage": True}):
+        up.enqueue(openai.sse_response("x", usage={"prompt_tokens": 3, "completion_tokens": 1}))
+        extra: dict[str, Any] = {} if asked is None else {"stream_options": asked}
+        chunks = list(
+            client.chat.completions.create(
+                model="qwen", messages=[{"role": "user", "content": "hi"}], stream=True, **extra
+            )
+        )
+        with_usage = [c for c in chunks if c.usage is not None]
+        if asked == {"include_usage": True}:
+            assert len(with_usage) == 1 and with_usage[0].choices == []
+            assert with_usage[0].usage is not None and with_usage[0].usage.prompt_tokens == 3
+        else:
+            assert with_usage == [] and all(c.choices for c in chunks)
     frames = openai.sse_stream("x")
     assert frames[-1] == b"data: [DONE]\n\n"
     assert json.loads(frames[-2][len(b"data: ") :])["choices"] == []

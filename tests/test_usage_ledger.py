@@ -102,6 +102,7 @@ def test_every_field_round_trips(tmp_path: Path) -> None:
         duration_ms=4567.8,
         error_type="client_disconnected",
         client_disconnected=True,
+        usage_estimated=True,
     )
     ledger.submit(r)
     ledger.close()
@@ -198,3 +199,23 @@ def test_spend_by_period_sums_the_day_and_the_month(tmp_path: Path) -> None:
     spent = load_budget_spend(ledger, now)
     assert spent["day"] == {"key:k1": 2.0, "key:k2": 0.5, "project:payments": 2.0, "group:sonnet": 11.5}
     assert spent["month"]["project:payments"] == 4.0 and spent["month"]["group:sonnet"] == 13.5
+
+
+def test_a_version_1_store_gains_the_usage_estimated_column(tmp_path: Path) -> None:
+    from sluicegate.usage._db import Database, migrate
+    from sluicegate.usage._schema import COMPONENT, MIGRATIONS
+
+    db = Database.from_url(f"sqlite:///{tmp_path}/old.db")
+    conn = db.connect()
+    migrate(db, conn, COMPONENT, MIGRATIONS[:1])  # a store written before the column existed
+    conn.execute(
+        "INSERT INTO usage_records (ts, day, request_id, endpoint, status, stream) VALUES (1.0, 'd', 'old', 'm', 200, 1)"
+    )
+    conn.close()
+    ledger = Ledger(db)
+    ledger.submit(rec(1, ts=2.0, usage_estimated=True))
+    ledger.close()
+    assert [(r["request_id"], r["usage_estimated"]) for r in ledger.records()] == [
+        ("old", False),
+        ("req-1", True),
+    ]

@@ -15,6 +15,7 @@ __all__ = [
     "anthropic_error_to_openai",
     "anthropic_request_to_openai",
     "anthropic_response_to_openai",
+    "ask_for_usage",
     "count_tokens_estimate",
     "inspect_request",
     "openai_error_to_anthropic",
@@ -28,8 +29,8 @@ __version__: str
 RELAY_ANTHROPIC: int
 """0: Anthropic SSE passed through unchanged, usage tallied from message_start/message_delta."""
 RELAY_OPENAI: int
-"""1: OpenAI chat.completion.chunk SSE passed through unchanged, usage tallied from the chunk
-carrying "usage"."""
+"""1: OpenAI chat.completion.chunk SSE passed through unchanged (optionally minus the usage-only
+chunk), usage tallied from the chunk carrying "usage"."""
 OPENAI_TO_ANTHROPIC: int
 """2: an OpenAI-format upstream translated for an Anthropic-format client."""
 ANTHROPIC_TO_OPENAI: int
@@ -55,6 +56,9 @@ class RequestInfo:
     @property
     def has_tools(self) -> bool:
         """Top-level "tools" is a non-empty array."""
+    @property
+    def include_usage(self) -> bool:
+        """Top-level "stream_options" is an object whose "include_usage" is true."""
 
 def inspect_request(body: bytes) -> RequestInfo:
     """One pass over the body. Raises ValueError with a short human message (e.g. 'invalid JSON at
@@ -64,6 +68,15 @@ def inspect_request(body: bytes) -> RequestInfo:
 def replace_model(body: bytes, span: tuple[int, int], model: str) -> bytes:
     """The body with bytes[span] replaced by model JSON-encoded as a string; every other byte unchanged.
     Raises ValueError when the span is not inside the body."""
+
+def ask_for_usage(body: bytes, info: RequestInfo, model: str | None = None) -> bytes:
+    """The body (`info` is what inspect_request found in it) with stream_options.include_usage set
+    to true, and the model value replaced by `model` JSON-encoded when given; every other byte
+    unchanged. An existing include_usage value becomes true, a stream_options object gains
+    "include_usage":true as its first member, any other stream_options value is replaced by
+    {"include_usage":true}, and a body without stream_options gets
+    "stream_options":{"include_usage":true} as its last member. Raises ValueError when a span in
+    `info` is not inside `body` (info from another body) or the body is not an object."""
 
 @final
 class HeadTemplate:
@@ -103,8 +116,11 @@ class Exchange:
     For modes 2 and 3 the upstream's events go through a StreamTranslator built from
     translator_options {"model": name reported to the client, "flavor": vllm | ollama | llamacpp |
     lmstudio | sglang | generic (default), "include_usage": bool (default False)}; usage and
-    stop_reason are then the translator's (client vocabulary). Raises ValueError for an unknown
-    mode, an unknown key in translator_options, or an unknown flavor.
+    stop_reason are then the translator's (client vocabulary). Mode 1 takes {"drop_usage_chunk":
+    bool (default False)}: the usage-only chunk ("choices": [] with "usage") is tallied but left
+    out of the bytes for the client (the gateway asked for it, the client did not); mode 0 takes
+    no options. Raises ValueError for an unknown mode, an option the mode does not take, or an
+    unknown flavor.
     """
 
     def __new__(cls, mode: int, translator_options: dict[str, Any] | None = None) -> Exchange: ...
@@ -150,7 +166,12 @@ class Exchange:
         """The connection can be reused after done (HTTP/1.1 without 'connection: close', framed body)."""
     @property
     def usage(self) -> tuple[int, int, int, int]:
-        """(input, output, cache_creation_input, cache_read_input) tokens."""
+        """(input, output, cache_creation_input, cache_read_input) tokens. For an OpenAI-format
+        stream that reported no usage at all (see usage_estimated): (0, estimated output, 0, 0)."""
+    @property
+    def usage_estimated(self) -> bool:
+        """An OpenAI-format upstream stream (modes 1 and 2) with chunks but no usage report:
+        `usage` is then an output estimate of one token per chunk with a non-empty delta."""
     @property
     def stop_reason(self) -> str | None:
         """Anthropic: message_delta.delta.stop_reason / message.stop_reason; OpenAI: finish_reason."""

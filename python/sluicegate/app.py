@@ -387,6 +387,7 @@ class Gateway:
             "output_tokens": u[1],
             "cache_creation_tokens": u[2],
             "cache_read_tokens": u[3],
+            "usage_estimated": ctx.usage_estimated,
             "session_id": ctx.session_id,
             "agent_id": ctx.agent_id,
             "parent_agent_id": ctx.parent_agent_id,

@@ -1,15 +1,15 @@
 """`POST /v1/chat/completions`: the OpenAI-format entry, for opencode, aider and IDE agents.
 
-To an OpenAI-compatible target the body passes through with only `model` rewritten; to an
-Anthropic-format target (or the mock) it is translated both ways. The gateway's own errors
-here use OpenAI's error shape.
+To an OpenAI-compatible target the body passes through with only `model` rewritten, and, for
+a stream whose client did not ask for the usage chunk, `stream_options.include_usage` added:
+the ledger, TPM and budgets need real tokens, and the native relay keeps that chunk from the
+client. To an Anthropic-format target (or the mock) it is translated both ways. The gateway's
+own errors here use OpenAI's error shape.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from . import _native, log
 from .admission import admit_request
@@ -26,15 +26,19 @@ if TYPE_CHECKING:
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
-def _include_usage(body: bytes) -> bool:
-    # Cheap check first: the field is rare, and a full parse only happens when it is present.
-    if b"include_usage" not in body:
-        return False
+def _estimate_unreported_input(ctx: RequestContext, body: bytes, model: str) -> None:
+    """A stream whose server reported no usage (it sent no usage chunk): the relay counted
+    the output; the input is estimated from the request as `count_tokens` would, once per
+    request. Marked as an estimate in the record."""
+    u = ctx.usage
+    if not (ctx.stream and 200 <= ctx.status < 300 and u[0] == u[2] == u[3] == 0):
+        return
     try:
-        opts = orjson.loads(body).get("stream_options") or {}
-    except (orjson.JSONDecodeError, AttributeError):
-        return False
-    return bool(isinstance(opts, dict) and opts.get("include_usage"))
+        n = _native.count_tokens_estimate(_native.openai_request_to_anthropic(body, model))
+    except ValueError:  # a request the translator does not take: bytes of JSON, 3.5 a token
+        n = len(body) * 2 // 7
+    ctx.usage = (n, u[1], 0, 0)
+    ctx.usage_estimated = True
 
 
 async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
@@ -44,24 +48,34 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
         a = await admit_request(gw, ctx, scope, proto, snap)
         body, info, model = a.body, a.info, a.model
         client_headers = scope.headers.items()
-        include_usage = info.stream and _include_usage(body)
+        include_usage = info.stream and info.include_usage
 
         async def send(target: Target, may_retry: bool) -> None:
             if target.kind == "openai":
                 out = body
-                if target.upstream_model is not None and info.model_span is not None:
+                options = None
+                if info.stream and not include_usage and target.include_usage:
+                    # Ask for the usage chunk the client did not; the relay drops it again.
+                    out = _native.ask_for_usage(body, info, target.upstream_model)
+                    options = {"drop_usage_chunk": True}
+                elif target.upstream_model is not None and info.model_span is not None:
                     out = _native.replace_model(body, info.model_span, target.upstream_model)
-                return await forward(
-                    ctx,
-                    proto,
-                    target,
-                    "/chat/completions",
-                    client_headers,
-                    out,
-                    mode=_native.RELAY_OPENAI,
-                    api="openai",
-                    may_retry=may_retry,
-                )
+                try:
+                    return await forward(
+                        ctx,
+                        proto,
+                        target,
+                        "/chat/completions",
+                        client_headers,
+                        out,
+                        mode=_native.RELAY_OPENAI,
+                        api="openai",
+                        may_retry=may_retry,
+                        options=options,
+                    )
+                finally:
+                    if info.stream:
+                        _estimate_unreported_input(ctx, body, model)
             try:
                 out = _native.openai_request_to_anthropic(body, target.upstream_model or model)
             except ValueError as exc:

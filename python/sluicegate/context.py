@@ -42,6 +42,7 @@ class RequestContext:
         "upstream_cost",
         "upstream_model",
         "usage",
+        "usage_estimated",
     )
 
     def __init__(self, endpoint: str) -> None:
@@ -61,6 +62,8 @@ class RequestContext:
         self.stream = False
         self.ttfb: float | None = None
         self.usage: tuple[int, int, int, int] = (0, 0, 0, 0)
+        # The upstream reported no usage; `usage` is the gateway's estimate.
+        self.usage_estimated = False
         self.image_count = 0
         self.error_type: str | None = None
         self.client_disconnected = False

@@ -105,6 +105,11 @@ def load_budget_spend(ledger: Any, now: float) -> dict[str, dict[str, float]]:
     return spent
 
 
+def _output_only(ctx: RequestContext) -> bool:
+    u = ctx.usage
+    return ctx.stream and 200 <= ctx.status < 300 and u[1] > 0 and u[0] == u[2] == u[3] == 0
+
+
 def _breaker_states() -> dict[str, str]:
     """This worker's circuit state per target (what its scrapes and its published file show)."""
     from .health import all_health
@@ -254,6 +259,10 @@ class Services:
     # -- end of request ----------------------------------------------------------------------------
     async def request_done(self, ctx: RequestContext, duration_s: float) -> None:
         u = ctx.usage
+        if not ctx.usage_estimated and _output_only(ctx):
+            # Only the native output estimate of a stream without a usage report (a real one
+            # always counts prompt tokens); the input is not known here.
+            ctx.usage_estimated = True
         price = ctx.price
         cost = cost_usd(Price(**price), u[0], u[1], u[2], u[3]) if price else 0.0
         adm = ctx.limit_admission
@@ -297,6 +306,7 @@ class Services:
                 duration_ms=duration_s * 1000,
                 error_type=ctx.error_type,
                 client_disconnected=ctx.client_disconnected,
+                usage_estimated=ctx.usage_estimated,
             )
         )
 

@@ -6,6 +6,9 @@ A stream is `data: {chunk}\\n\\n` lines ending with `data: [DONE]\\n\\n`: a firs
 as `delta.tool_calls[]` entries keyed by `index` (the first carries id, type and function name with
 empty arguments, the next ones argument pieces), a chunk with an empty delta and `finish_reason`,
 then, with `stream_options.include_usage`, a chunk with `choices: []` and `usage`.
+
+`sse_response` answers as those servers do: the usage chunk goes out only when the request
+asked for it (unless a test forces `include_usage=True` or `False`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._actions import Action, Headers, Status, header_list, json_response, paced
+from ._actions import Action, Headers, Send, Status, header_list, json_response, paced
 from .anthropic import pieces_of
 
 DEFAULT_MODEL = "qwen2.5-coder"
@@ -131,15 +134,47 @@ def sse_stream(*args: Any, **kwargs: Any) -> list[bytes]:
 SSE_HEADERS: list[tuple[str, str]] = [("content-type", "text/event-stream; charset=utf-8")]
 
 
+def asks_for_usage(req: Any) -> bool:
+    """The request's `stream_options.include_usage` is true."""
+    body = req.json if isinstance(req.json, dict) else {}
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+class StreamResponse(list[Action]):
+    """A streamed answer whose usage chunk goes out only when the request asks for it: the
+    fake server calls it with the request (a plain list of actions otherwise)."""
+
+    def __init__(self, actions: list[Action], usage_frame: Send | None) -> None:
+        super().__init__(actions)
+        self.usage_frame = usage_frame
+
+    def __call__(self, req: Any) -> list[Action]:
+        return self.for_request(req)
+
+    def for_request(self, req: Any) -> list[Action]:
+        if self.usage_frame is None or asks_for_usage(req):
+            return list(self)
+        return [a for a in self if a is not self.usage_frame]
+
+
 def sse_response(
     *args: Any,
     pause: float = 0.0,
     pauses: dict[int, float] | None = None,
     headers: Headers | None = None,
+    include_usage: bool | None = None,
     **kwargs: Any,
-) -> list[Action]:
+) -> StreamResponse:
+    """include_usage None (the default): the usage chunk only for a request that asks for it;
+    True or False: always or never."""
     hdrs = [*SSE_HEADERS, ("x-request-id", new_id("req")), *header_list(headers)]
-    return [Status(200, hdrs), *paced(sse_stream(*args, **kwargs), pause, pauses)]
+    frames: list[bytes | Send] = list(sse_stream(*args, include_usage=include_usage is not False, **kwargs))
+    usage_frame = None
+    if include_usage is None:
+        usage_frame = Send(frames[-2])  # the chunk before [DONE]
+        frames[-2] = usage_frame
+    return StreamResponse([Status(200, hdrs), *paced(frames, pause, pauses)], usage_frame)
 
 
 def completion_json(

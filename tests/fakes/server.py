@@ -237,7 +237,8 @@ class FakeUpstream:
         if self._handler is not None:
             got = self._handler(req)
             if got is not None:
-                return list(got)
+                # A response that depends on the request (openai.sse_response) is asked for it.
+                return list(got(req) if callable(got) else got)
         return default_response(req)
 
     # -- the connection -----------------------------------------------------------------------

@@ -55,5 +55,10 @@ def _v1(db: Database) -> Sequence[str]:
     ]
 
 
-MIGRATIONS: list[Migration] = [(1, _v1)]
+def _v2(db: Database) -> Sequence[str]:
+    # Tokens the gateway estimated because the upstream reported none (no usage chunk).
+    return ["ALTER TABLE usage_records ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT FALSE"]
+
+
+MIGRATIONS: list[Migration] = [(1, _v1), (2, _v2)]
 COMPONENT = "usage"

@@ -324,6 +324,7 @@ class Ledger:
             item = {_FIELD_OF[c]: v for c, v in zip(cols, row, strict=True)}
             item["stream"] = bool(item["stream"])
             item["client_disconnected"] = bool(item["client_disconnected"])
+            item["usage_estimated"] = bool(item["usage_estimated"])
             out.append(item)
         return out
 

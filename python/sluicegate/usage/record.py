@@ -36,6 +36,9 @@ class UsageRecord:
     duration_ms: float = 0.0
     error_type: str | None = None
     client_disconnected: bool = False
+    # The upstream reported no usage (a stream without a usage chunk): the tokens are the
+    # gateway's estimate (docs/accounting.md, "Estimated usage").
+    usage_estimated: bool = False
 
 
 # Column order of usage_records as written by the ledger (record field -> column).
@@ -68,4 +71,5 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("duration_ms", "duration_ms"),
     ("error_type", "error_type"),
     ("client_disconnected", "client_disconnected"),
+    ("usage_estimated", "usage_estimated"),
 )
