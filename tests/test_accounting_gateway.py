@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 from conftest import GatewayProcess, anthropic_config
-from fakes import FakeUpstream
+from fakes import FakeUpstream, Send, Status
 from fakes import anthropic as fa
 from fakes import openai as fo
 
@@ -275,6 +275,15 @@ def test_redis_down_follows_policy(
     assert any(rec.get("message") == "limits backend available again" for rec in gw.log_records())
 
 
+def cost_of(inp: int, out: int, cache_write: int = 0, cache_read: int = 0) -> float:
+    return (
+        inp * PRICE["input"]
+        + out * PRICE["output"]
+        + cache_write * PRICE["cache_write"]
+        + cache_read * PRICE["cache_read"]
+    ) / 1e6
+
+
 def test_every_request_leaves_one_record_with_right_tokens_and_cost(
     up: FakeUpstream, gateway_factory: Any
 ) -> None:
@@ -282,24 +291,56 @@ def test_every_request_leaves_one_record_with_right_tokens_and_cost(
     try:
         cfg = priced_config(up.base_url)
         cfg["providers"]["oa"] = {"type": "openai", "base_url": oa.base_url + "/v1", "flavor": "vllm"}
+        cfg["providers"]["oa-nousage"] = {
+            "type": "openai",
+            "base_url": oa.base_url + "/v1",
+            "flavor": "llamacpp",
+            "include_usage": False,
+        }
         cfg["models"]["local"] = {"targets": [{"provider": "oa", "model": "qwen", "price": PRICE}]}
+        cfg["models"]["local-nousage"] = {
+            "targets": [{"provider": "oa-nousage", "model": "gguf", "price": PRICE}]
+        }
         cfg["keys"][1]["models"] = ["*"]
+        cfg["keys"] += [
+            {"name": "carol", "token": "sg-carol", "models": ["*"], "rpm": 1},
+            {"name": "dan", "token": "sg-dan", "models": ["*"], "budget_usd": 0.0001, "budget_period": "day"},
+        ]
         gw: GatewayProcess = gateway_factory(cfg)
-        usage = {
+        hdr = {"x-claude-code-session-id": "sess-mixed"}
+        cached = {
             "input_tokens": 100,
             "output_tokens": 20,
             "cache_creation_input_tokens": 1000,
             "cache_read_input_tokens": 5000,
         }
-        up.enqueue(fa.message_response("plain", usage=usage))
-        up.enqueue(fa.sse_response(fa.Text("streamed", pieces=3), usage=usage))
-        up.enqueue(fa.error_response(400, "invalid_request_error", "bad"))
-        up.enqueue(fa.sse_response(fa.Text("slow", pieces=3), pauses={0: 5.0}, usage=usage))
-        oa.enqueue(fo.sse_response("local words", usage={"prompt_tokens": 50, "completion_tokens": 7}))
-        hdr = {"x-claude-code-session-id": "sess-mixed"}
+
+        def chat(token: str, body: dict[str, Any]) -> httpx.Response:
+            return httpx.post(
+                gw.url + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {token}", **hdr},
+                timeout=10,
+            )
+
+        def stream_text(url: str, token: str, body: dict[str, Any]) -> str:
+            with httpx.stream(
+                "POST", gw.url + url, json=body, headers={"x-api-key": token, **hdr}, timeout=10
+            ) as r:
+                assert r.status_code == 200
+                return r.read().decode()
+
+        user = [{"role": "user", "content": "x"}]
+        # 1, 2: Anthropic whole and streamed, with cache tokens.
+        up.enqueue(fa.message_response("plain", usage=cached))
         assert post(gw, "sg-alice-token", headers=hdr).status_code == 200
+        up.enqueue(fa.sse_response(fa.Text("streamed", pieces=3), usage=cached))
         assert post(gw, "sg-alice-token", {**MSG, "stream": True}, headers=hdr).status_code == 200
+        # 3: the upstream refuses.
+        up.enqueue(fa.error_response(400, "invalid_request_error", "bad"))
         assert post(gw, "sg-alice-token", headers=hdr).status_code == 400
+        # 4: the client leaves after the first event (the upstream pauses after message_start).
+        up.enqueue(fa.sse_response(fa.Text("slow", pieces=3), pauses={0: 5.0}, usage=cached))
         with httpx.stream(
             "POST",
             gw.url + "/v1/messages",
@@ -308,37 +349,129 @@ def test_every_request_leaves_one_record_with_right_tokens_and_cost(
             timeout=10,
         ) as r:
             next(r.iter_lines())
-        assert (
-            post(gw, "sg-bob-token", {**MSG, "model": "local", "stream": True}, headers=hdr).status_code
-            == 200
+        up.wait_for_disconnect()
+        # 5: an error event in the middle of the stream (Anthropic's overloaded).
+        frames = fa.sse_stream(fa.Text("half", pieces=2), usage=cached)
+        up.enqueue([Status(200, fa.SSE_HEADERS), *(Send(f) for f in frames[:4]), Send(fa.sse_error_event())])
+        text = stream_text("/v1/messages", "sg-alice-token", {**MSG, "stream": True})
+        assert "event: error" in text and "message_stop" not in text
+        # 6: translated to an OpenAI-format server that reports cached prompt tokens.
+        oa.enqueue(
+            fo.sse_response(
+                "local", usage={"prompt_tokens": 1200, "completion_tokens": 345, "cached_tokens": 1000}
+            )
         )
+        stream_text("/v1/messages", "sg-bob-token", {**MSG, "model": "local", "stream": True})
+        # 7: translated to a server that sends no usage chunk: the output is estimated.
+        oa.enqueue(fo.sse_response("a b c", content_pieces=3))
+        stream_text("/v1/messages", "sg-bob-token", {**MSG, "model": "local-nousage", "stream": True})
+        # 8, 9: chat pass-through, streamed without include_usage, and whole.
+        oa.enqueue(fo.sse_response("pass", usage={"prompt_tokens": 50, "completion_tokens": 7}))
+        r = chat("sg-bob-token", {"model": "local", "stream": True, "messages": user})
+        assert r.status_code == 200 and '"usage"' not in r.text and r.text.endswith("data: [DONE]\n\n")
+        oa.enqueue(fo.completion_response("whole", usage={"prompt_tokens": 30, "completion_tokens": 4}))
+        assert chat("sg-bob-token", {"model": "local", "messages": user}).status_code == 200
+        # 10: chat translated to the Anthropic target, with cache tokens and the usage chunk asked for.
+        up.enqueue(fa.sse_response(fa.Text("translated", pieces=2), usage=cached))
+        r = chat(
+            "sg-bob-token",
+            {
+                "model": "big-coder",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "messages": user,
+            },
+        )
+        usage_chunk = orjson.loads(r.text.split("data: ")[-2])
+        assert usage_chunk["usage"]["prompt_tokens"] == 6100
+        # 11, 12: a rate limit; 13, 14: a budget crossed, then refused.
+        up.enqueue(fa.message_response("ok", usage={"input_tokens": 10, "output_tokens": 2}))
+        assert post(gw, "sg-carol", headers=hdr).status_code == 200
+        assert post(gw, "sg-carol", headers=hdr).status_code == 429
+        up.enqueue(fa.message_response("ok", usage={"input_tokens": 100, "output_tokens": 20}))
+        assert post(gw, "sg-dan", headers=hdr).status_code == 200
+        assert post(gw, "sg-dan", headers=hdr).status_code == 402
+        # 15-18: refused by the gateway itself.
         assert post(gw, "sg-nobody", headers=hdr).status_code == 401
         assert post(gw, "sg-alice-token", {**MSG, "model": "other"}, headers=hdr).status_code == 403
         assert post(gw, "sg-alice-token", {**MSG, "model": "nope"}, headers=hdr).status_code == 404
-        rows = wait_rows(gw, 8)
-        time.sleep(0.6)
+        assert (
+            httpx.get(gw.url + "/v1/messages", headers={"x-api-key": "sg-alice-token", **hdr}).status_code
+            == 405
+        )
+        assert len(up.requests) == 8 and len(oa.requests) == 4  # nothing refused went upstream
+
+        expected = [
+            # endpoint, status, stream, key, group, (input, output, cache write, cache read),
+            # error type, client disconnected, usage estimated
+            ("messages", 200, False, "alice", "big-coder", (100, 20, 1000, 5000), None, False, False),
+            ("messages", 200, True, "alice", "big-coder", (100, 20, 1000, 5000), None, False, False),
+            ("messages", 400, False, "alice", "big-coder", (0, 0, 0, 0), "upstream_400", False, False),
+            # What was tallied when the client left: message_start's usage (1 output token).
+            (
+                "messages",
+                200,
+                True,
+                "alice",
+                "big-coder",
+                (100, 1, 1000, 5000),
+                "client_disconnected",
+                True,
+                False,
+            ),
+            (
+                "messages",
+                200,
+                True,
+                "alice",
+                "big-coder",
+                (100, 1, 1000, 5000),
+                "stream_error_event",
+                False,
+                False,
+            ),
+            ("messages", 200, True, "bob", "local", (200, 345, 0, 1000), None, False, False),
+            # The role chunk and three pieces of text; the input is not known.
+            ("messages", 200, True, "bob", "local-nousage", (0, 4, 0, 0), None, False, True),
+            ("chat_completions", 200, True, "bob", "local", (50, 7, 0, 0), None, False, False),
+            ("chat_completions", 200, False, "bob", "local", (30, 4, 0, 0), None, False, False),
+            ("chat_completions", 200, True, "bob", "big-coder", (100, 20, 1000, 5000), None, False, False),
+            ("messages", 200, False, "carol", "big-coder", (10, 2, 0, 0), None, False, False),
+            ("messages", 429, False, "carol", "big-coder", (0, 0, 0, 0), "rate_limit_error", False, False),
+            ("messages", 200, False, "dan", "big-coder", (100, 20, 0, 0), None, False, False),
+            ("messages", 402, False, "dan", "big-coder", (0, 0, 0, 0), "billing_error", False, False),
+            ("messages", 401, False, None, None, (0, 0, 0, 0), "authentication_error", False, False),
+            ("messages", 403, False, "alice", "other", (0, 0, 0, 0), "permission_error", False, False),
+            ("messages", 404, False, "alice", None, (0, 0, 0, 0), "not_found_error", False, False),
+            ("messages", 405, False, "alice", None, (0, 0, 0, 0), "invalid_request_error", False, False),
+        ]
+        wait_rows(gw, len(expected))
+        time.sleep(1.0)  # a second record for any request would have arrived by now
         rows = ledger_rows(gw)
-        assert len(rows) == 8, [(r["status"], r["error_type"]) for r in rows]
+        got = [
+            (
+                r["endpoint"],
+                r["status"],
+                bool(r["stream"]),
+                r["key_name"],
+                r["model_group"],
+                (r["input_tokens"], r["output_tokens"], r["cache_creation_tokens"], r["cache_read_tokens"]),
+                r["error_type"],
+                bool(r["client_disconnected"]),
+                bool(r["usage_estimated"]),
+            )
+            for r in rows
+        ]
+        assert got == expected
         assert all(r["session_id"] == "sess-mixed" for r in rows)
-        by_status = [(r["status"], r["stream"], r["error_type"]) for r in rows]
-        plain, stream, bad, cut, local, unauth, forbidden, missing = rows
-        expected_cost = (100 * 3.0 + 20 * 15.0 + 1000 * 3.75 + 5000 * 0.30) / 1e6
-        for row in (plain, stream):
-            assert (row["input_tokens"], row["output_tokens"]) == (100, 20)
-            assert (row["cache_creation_tokens"], row["cache_read_tokens"]) == (1000, 5000)
-            assert row["cost_usd"] == pytest.approx(expected_cost)
-        assert bad["status"] == 400 and bad["cost_usd"] == 0
-        assert cut["client_disconnected"] == 1 and cut["input_tokens"] == 100 and cut["output_tokens"] >= 1
-        assert local["model_group"] == "local" and (local["input_tokens"], local["output_tokens"]) == (50, 7)
-        assert local["cost_usd"] == pytest.approx((50 * 3.0 + 7 * 15.0) / 1e6)
-        assert unauth["status"] == 401 and unauth["key_id"] is None
-        assert forbidden["status"] == 403 and forbidden["user_name"] == "alice"
-        assert missing["status"] == 404
-        assert by_status
+        for row, want in zip(rows, expected, strict=True):
+            assert row["cost_usd"] == pytest.approx(cost_of(*want[5]), rel=1e-12, abs=1e-15), want
+        assert rows[3]["cost_usd"] == pytest.approx((100 * 3.0 + 1 * 15.0 + 1000 * 3.75 + 5000 * 0.30) / 1e6)
         report = cli(gw, "usage", "--by", "session", "--format", "json")
         assert report.returncode == 0, report.stderr
         (sess,) = orjson.loads(report.stdout)
-        assert sess["requests"] == 8
+        assert sess["requests"] == len(expected)
+        assert sess["cost_usd"] == pytest.approx(sum(cost_of(*w[5]) for w in expected))
     finally:
         oa.stop()
 
