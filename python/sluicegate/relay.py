@@ -81,6 +81,15 @@ class RetryableResponse(Exception):
         self.transform = transform
 
 
+def _drop_frames(exc: BaseException) -> None:
+    """Forget where a caught upstream error was raised. A timeout or protocol error is kept on
+    its connection (`conn.error`) and raised from there, so its traceback closes a cycle through
+    the relay's frames, which hold the client's transport; Granian ends the response only once
+    that is released, and after gc.freeze the collector that would break the cycle runs rarely:
+    the client saw its error event, then a stream that never ended."""
+    exc.__traceback__ = None
+
+
 def stream_error_event(api: str, message: str) -> bytes:
     from .errors import anthropic_error, openai_error
 
@@ -268,9 +277,10 @@ async def forward(
     try:
         try:
             data = await _first_event(conn, ex)
-        except UpstreamError:
+        except UpstreamError as exc:
             if not ctx.client_disconnected:
                 raise
+            _drop_frames(exc)
             ctx.status = status
             ctx.error_type = "client_disconnected"
             return
@@ -335,6 +345,7 @@ async def _relay_rest(
         conn.abort()
         return
     except UpstreamError as exc:
+        _drop_frames(exc)
         if ctx.client_disconnected:
             return
         ctx.error_type = f"stream_{exc.kind}"
@@ -452,6 +463,7 @@ async def _failover(
             _attempt_failed(ctx, target, f"status {resp.status}")
             return False
         except UpstreamError as exc:
+            _drop_frames(exc)
             last_error = exc
             if (
                 deadline is not None

@@ -89,8 +89,12 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle keep-alive connection: the peer is confused; drop the connection.
             self._abort()
             return
-        self.received = True
         self.last_rx = self._loop.time()
+        if not self.received:
+            self.received = True
+            # The response has begun: from now on the limit is the idle gap, not the first byte's
+            # (else a stream quiet after its head would last until first_byte_s).
+            self._arm(self.last_rx + self._idle_s)
         try:
             chunk = ex.feed(data)
         except ValueError as exc:
