@@ -216,6 +216,7 @@ class Fleet:
         quiet_gw: bool,
         granian: str | None = None,
         compare: str | None = None,
+        compare_env: dict[str, str] | None = None,
     ) -> None:
         self.work = work
         self.granian = granian
@@ -243,7 +244,7 @@ class Fleet:
                 self.targets[name] = self._gateway(name, gw_cpu, env, off)
         if compare:
             # The same gateway from another source tree (A/B of a change, interleaved in one run).
-            benv = {**env, "PYTHONPATH": str(Path(compare).resolve() / "python")}
+            benv = {**env, "PYTHONPATH": str(Path(compare).resolve() / "python"), **(compare_env or {})}
             self.targets["sluicegate-b"] = self._gateway("sluicegate-b", gw_cpu, benv, set())
         if nginx and shutil.which("nginx"):
             port = free_port()
@@ -612,6 +613,7 @@ async def main_async(args: argparse.Namespace) -> int:
         quiet_gw=args.accounting,
         granian=args.granian,
         compare=args.compare,
+        compare_env=dict(kv.split("=", 1) for kv in args.compare_env),
     )
     rows: list[Row] = []
     mem: list[dict[str, Any]] = []
@@ -762,6 +764,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--granian", help="serve the gateway with these Granian settings (JSON, see serve_variant.py)"
+    )
+    parser.add_argument(
+        "--compare-env",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="environment for the --compare gateway only (A/B of a setting: --compare . --compare-env K=V)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", help="also write the results here")
