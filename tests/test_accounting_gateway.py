@@ -19,6 +19,7 @@ from conftest import GatewayProcess, anthropic_config
 from fakes import FakeUpstream, Send, Status
 from fakes import anthropic as fa
 from fakes import openai as fo
+from sluicegate import _native
 
 PRICE = {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30}
 MSG = {"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
@@ -364,7 +365,10 @@ def test_every_request_leaves_one_record_with_right_tokens_and_cost(
         stream_text("/v1/messages", "sg-bob-token", {**MSG, "model": "local", "stream": True})
         # 7: translated to a server that sends no usage chunk: the output is estimated.
         oa.enqueue(fo.sse_response("a b c", content_pieces=3))
-        stream_text("/v1/messages", "sg-bob-token", {**MSG, "model": "local-nousage", "stream": True})
+        nousage_body = {**MSG, "model": "local-nousage", "stream": True}
+        stream_text("/v1/messages", "sg-bob-token", nousage_body)
+        nousage_in = _native.count_tokens_estimate(orjson.dumps(nousage_body))
+        assert nousage_in > 0
         # 8, 9: chat pass-through, streamed without include_usage, and whole.
         oa.enqueue(fo.sse_response("pass", usage={"prompt_tokens": 50, "completion_tokens": 7}))
         r = chat("sg-bob-token", {"model": "local", "stream": True, "messages": user})
@@ -431,8 +435,8 @@ def test_every_request_leaves_one_record_with_right_tokens_and_cost(
                 False,
             ),
             ("messages", 200, True, "bob", "local", (200, 345, 0, 1000), None, False, False),
-            # The role chunk and three pieces of text; the input is not known.
-            ("messages", 200, True, "bob", "local-nousage", (0, 4, 0, 0), None, False, True),
+            # The role chunk and three pieces of text; the input estimated as count_tokens would.
+            ("messages", 200, True, "bob", "local-nousage", (nousage_in, 4, 0, 0), None, False, True),
             ("chat_completions", 200, True, "bob", "local", (50, 7, 0, 0), None, False, False),
             ("chat_completions", 200, False, "bob", "local", (30, 4, 0, 0), None, False, False),
             ("chat_completions", 200, True, "bob", "big-coder", (100, 20, 1000, 5000), None, False, False),

@@ -35,6 +35,21 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
+def _estimate_unreported_input(ctx: RequestContext, body: bytes) -> None:
+    """A translated stream whose server reported no usage: the relay counted the output, the
+    input is estimated from the Anthropic request as `count_tokens` would. Once per request,
+    only when the server said nothing; marked as an estimate in the record."""
+    u = ctx.usage
+    if not (ctx.stream and 200 <= ctx.status < 300 and u[0] == u[2] == u[3] == 0):
+        return
+    try:
+        n = _native.count_tokens_estimate(body)
+    except ValueError:  # not reached for an admitted body; bytes of JSON, 3.5 a token
+        n = len(body) * 2 // 7
+    ctx.usage = (n, u[1], 0, 0)
+    ctx.usage_estimated = True
+
+
 def _settle_gc() -> None:
     """Move everything alive after start-up out of the collector's sight, and collect the
     young generation less often.
@@ -259,24 +274,28 @@ class Gateway:
                     raise GatewayError(
                         400, f"request cannot be translated for {target.name}: {exc}"
                     ) from None
-                return await forward(
-                    ctx,
-                    proto,
-                    target,
-                    "/chat/completions",
-                    client_headers,
-                    out,
-                    mode=_native.OPENAI_TO_ANTHROPIC,
-                    api="anthropic",
-                    may_retry=may_retry,
-                    forward_client_headers=False,
-                    options={
-                        "model": model,
-                        "flavor": target.flavor or "generic",
-                        "include_usage": target.include_usage,
-                    },
-                    transform_body=openai_body_to_anthropic(model),
-                )
+                try:
+                    return await forward(
+                        ctx,
+                        proto,
+                        target,
+                        "/chat/completions",
+                        client_headers,
+                        out,
+                        mode=_native.OPENAI_TO_ANTHROPIC,
+                        api="anthropic",
+                        may_retry=may_retry,
+                        forward_client_headers=False,
+                        options={
+                            "model": model,
+                            "flavor": target.flavor or "generic",
+                            "include_usage": target.include_usage,
+                        },
+                        transform_body=openai_body_to_anthropic(model),
+                    )
+                finally:
+                    if info.stream:
+                        _estimate_unreported_input(ctx, body)
 
             await forward_with_failover(ctx, proto, a.targets, a.deadline_s, send)
         except GatewayError as exc:
