@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -40,6 +41,32 @@ FIRST_EVENT_ERROR_STATUS = {
 
 # Upstream connections of streams being relayed, so a drain deadline can end them.
 open_streams: set[Any] = set()
+
+
+class _NoGauge:
+    def stream_open(self) -> None:
+        pass
+
+    def stream_close(self) -> None:
+        pass
+
+
+_NO_GAUGE = _NoGauge()
+# The worker's Metrics (`sluicegate_streams_in_flight`), found on first use and kept.
+_streams_gauge: Any = None
+
+
+def _find_streams_gauge() -> Any:
+    """The Services' Metrics of the gateway this worker serves. Services is made once per worker
+    in Gateway.__rsgi_init__, before any request, and never replaced, so one look-up is enough;
+    it goes through sys.modules because app imports this module, not the other way round."""
+    global _streams_gauge
+    app_module = sys.modules.get(__name__.rpartition(".")[0] + ".app")
+    services = getattr(getattr(app_module, "app", None), "services", None)
+    if services is None:
+        return _NO_GAUGE  # no gateway around this relay (or not started yet): nothing to count
+    _streams_gauge = services.metrics
+    return _streams_gauge
 
 
 class _Walk:
@@ -273,6 +300,8 @@ async def forward(
 
     watcher.add_done_callback(_client_gone)
     open_streams.add(conn)
+    gauge = _streams_gauge or _find_streams_gauge()
+    gauge.stream_open()
     failing_over = False
     try:
         try:
@@ -305,6 +334,7 @@ async def forward(
             await _relay_rest(ctx, conn, ex, transport, data, mode, api, target)
     finally:
         open_streams.discard(conn)
+        gauge.stream_close()
         with contextlib.suppress(Exception):
             watcher.remove_done_callback(_client_gone)
         if not watcher.done():
