@@ -151,16 +151,22 @@ def test_body_and_headers_forwarded_byte_for_byte(gw: GatewayProcess, up: FakeUp
 def test_upstream_errors_pass_through_unmodified(
     gw: GatewayProcess, up: FakeUpstream, status: int, etype: str, headers: dict[str, str]
 ) -> None:
-    up.enqueue(fa.error_response(status, etype, f"upstream says {etype} ✗", headers))
+    answer = fa.error_response(status, etype, f"upstream says {etype} ✗", {**headers, "x-upstream": "kept"})
+    sent = answer[1].data  # type: ignore[union-attr]
+    up.enqueue(answer)
     r = httpx.post(
         gw.url + "/v1/messages",
         json={"model": "big-coder", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
         headers={"x-api-key": "sg-alice-token", "anthropic-version": "2023-06-01"},
     )
     assert r.status_code == status
-    assert r.json() == fa.error_json(etype, f"upstream says {etype} ✗")
+    assert r.content == sent  # byte for byte, never re-encoded or wrapped
+    assert "✗".encode() in r.content and b"\\u2717" not in r.content
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-upstream"] == "kept" and r.headers["request-id"].startswith("req_")
     for k, v in headers.items():
         assert r.headers[k] == v
+    assert len(up.requests) == 1
 
 
 def test_sdk_sees_upstream_overloaded(gw: GatewayProcess, up: FakeUpstream) -> None:
@@ -442,28 +448,40 @@ def test_sighup_reload_during_open_stream(gateway_factory: object, up: FakeUpstr
     g: GatewayProcess = gateway_factory(cfg)  # type: ignore[operator]
     up.enqueue(fa.sse_response(fa.Text("one two three four", pieces=4), pause=0.4))
     result: dict[str, object] = {}
+    first_text = threading.Event()
 
     def run() -> None:
+        pieces = []
         with client(g).messages.stream(
             model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         ) as s:
-            result["text"] = "".join(s.text_stream)
+            for piece in s.text_stream:
+                pieces.append(piece)
+                first_text.set()
+        result["text"] = "".join(pieces)
+        result["ended_at"] = time.time()
 
     t = threading.Thread(target=run)
     t.start()
-    up.wait_for_requests(1)
+    # The stream is under way: its first text has reached the client.
+    assert first_text.wait(10)
     # New config: `big-coder` now sends a different upstream model name.
     cfg["models"]["big-coder"]["targets"][0]["model"] = "claude-opus-4-7"
     g.write_config(cfg)
     import signal
 
+    assert "ended_at" not in result and up.requests[0].response_finished_at is None
     g.signal(signal.SIGHUP)
+    assert "ended_at" not in result  # still open when the signal went out
     deadline = time.monotonic() + 10
     while "snapshot reloaded" not in g.logs() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "snapshot reloaded" in g.logs()
+    (reloaded,) = [r for r in g.log_records() if r.get("message") == "snapshot reloaded"]
     t.join(15)
     assert result["text"] == "one two three four"
+    # The swap happened while the stream was still running, and it finished on its old snapshot.
+    assert reloaded["ts"] < result["ended_at"]  # type: ignore[operator]
+    assert up.requests[0].json["model"] == "claude-sonnet-4-6"
     up.enqueue(fa.message_response("ok"))
     client(g).messages.create(model="big-coder", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert up.requests[-1].json["model"] == "claude-opus-4-7"

@@ -54,6 +54,13 @@ def gw(ups: dict[str, FakeUpstream]) -> Iterator[GatewayProcess]:
             },
             "textonly": {"targets": [{"provider": "text", "input_modalities": ["text"]}]},
             "notools": {"targets": [{"provider": "text", "supports_tools": False}]},
+            # Without tools the first target serves; only the filter keeps tools away from it.
+            "tools-later": {
+                "targets": [
+                    {"provider": "text", "model": "no-tools-model", "supports_tools": False},
+                    {"provider": "vision", "model": "tools-model"},
+                ]
+            },
         },
         "keys": [{"name": "k", "token": "sg-k"}],
     }
@@ -195,3 +202,42 @@ def test_no_qualifying_target_is_a_clear_400_in_each_api_shape(
     # The same group without tools is served.
     r = messages(gw, {"model": "notools", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 200
+
+
+def test_tools_request_skips_the_target_without_tool_support(
+    gw: GatewayProcess, ups: dict[str, FakeUpstream]
+) -> None:
+    sdk = anthropic.Anthropic(base_url=gw.url, api_key="sg-k", max_retries=0)
+    with sdk.messages.stream(
+        model="tools-later",
+        max_tokens=5,
+        tools=[TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "read a.txt"}],
+    ) as s:
+        assert "".join(s.text_stream) == "Hello from fake upstream"
+    assert counts(ups) == {"text": 0, "vision": 1, "otext": 0, "ovision": 0}
+    sent = ups["vision"].requests[0].json
+    assert sent["model"] == "tools-model" and sent["tools"] == [TOOL]
+    # The same conversation without tools goes to the first target.
+    msg = sdk.messages.create(model="tools-later", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text == "Hello from fake upstream"  # type: ignore[union-attr]
+    assert counts(ups) == {"text": 1, "vision": 1, "otext": 0, "ovision": 0}
+    assert ups["text"].requests[0].json["model"] == "no-tools-model"
+    # An empty tools array asks for no tools; through the OpenAI API the filter applies as well.
+    messages(
+        gw,
+        {
+            "model": "tools-later",
+            "max_tokens": 5,
+            "tools": [],
+            "messages": [{"role": "user", "content": "x"}],
+        },
+    )
+    assert counts(ups) == {"text": 2, "vision": 1, "otext": 0, "ovision": 0}
+    oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="sg-k", max_retries=0)
+    oai.chat.completions.create(
+        model="tools-later",
+        messages=[{"role": "user", "content": "read a.txt"}],
+        tools=[{"type": "function", "function": {"name": "Read", "parameters": {"type": "object"}}}],
+    )
+    assert counts(ups) == {"text": 2, "vision": 2, "otext": 0, "ovision": 0}

@@ -65,7 +65,20 @@ def logged(gw: GatewayProcess, message: str, target: str | None = None) -> list[
     ]
 
 
-def test_faults_fail_over_to_the_healthy_target_within_the_deadline(gateway_factory: Any) -> None:
+@pytest.mark.parametrize(
+    ("status", "etype"),
+    [
+        (529, "overloaded_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "api_error"),
+        (504, "timeout_error"),
+    ],
+)
+def test_faults_fail_over_to_the_healthy_target_within_the_deadline(
+    gateway_factory: Any, status: int, etype: str
+) -> None:
+    """`overloaded` answers `status` (each retryable 5xx in turn, and 529)."""
     with (
         RefusingPort() as refused,
         FakeUpstream("overloaded") as overloaded,
@@ -73,7 +86,7 @@ def test_faults_fail_over_to_the_healthy_target_within_the_deadline(gateway_fact
         StallsBeforeFirstByte(30, "stalls") as stalls,
         FakeUpstream("good") as good,
     ):
-        overloaded.script(lambda _r: fa.error_response(529, "overloaded_error", "Overloaded"))
+        overloaded.script(lambda _r: fa.error_response(status, etype, f"upstream {status}"))
         limited.script(
             lambda _r: fa.error_response(429, "rate_limit_error", "slow down", {"retry-after": "30"})
         )
@@ -100,7 +113,7 @@ def test_faults_fail_over_to_the_healthy_target_within_the_deadline(gateway_fact
         with sdk.messages.stream(model="g", max_tokens=5, messages=[{"role": "user", "content": "x"}]) as s:
             assert "".join(s.text_stream) == "Hello from fake upstream"
         assert max(took) < 4.0, took
-        # 429 + retry-after: 30 s out at once; 529, refused and stalled: out after 3 in a row.
+        # 429 + retry-after: 30 s out at once; 5xx/529, refused and stalled: out after 3 in a row.
         assert len(limited.requests) == 1
         assert len(overloaded.requests) == 3
         assert len(stalls.requests) == 3
@@ -117,6 +130,10 @@ def test_faults_fail_over_to_the_healthy_target_within_the_deadline(gateway_fact
         ):
             assert logged(gw, "target circuit open", name), name
         assert logged(gw, "target circuit open", "limited/claude-sonnet-4-6#2")[0]["open_for_s"] == 30
+        (opened,) = logged(gw, "target circuit open", "overloaded/claude-sonnet-4-6#1")
+        assert opened["reason"] == f"status {status}"
+        failed = logged(gw, "upstream attempt failed", "overloaded/claude-sonnet-4-6#1")
+        assert [r["reason"] for r in failed] == [f"status {status}"] * 3
 
 
 def test_stream_that_breaks_after_its_first_event_is_not_retried(gateway_factory: Any) -> None:
