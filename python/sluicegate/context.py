@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .usage.pricing import Price
 
 _prefix = os.urandom(4).hex()
 _counter = itertools.count(1)
@@ -70,7 +73,7 @@ class RequestContext:
         self.stop_reason: str | None = None
         self.attempts = 0
         self.limit_admission: Any = None
-        self.price: dict[str, float] | None = None
+        self.price: Price | None = None
         self.prompt_log: str | None = None
         self.upstream_cost: float | None = None
 

@@ -33,7 +33,7 @@ from .limits import Limiter, LimitSpec, MemoryLimiter, period_start
 from .metrics import Metrics
 from .snapshot import KeyInfo, Snapshot
 from .usage.ledger import Ledger, NullLedger
-from .usage.pricing import Price, cost_usd
+from .usage.pricing import cost_usd
 from .usage.record import UsageRecord
 
 
@@ -264,7 +264,7 @@ class Services:
             # always counts prompt tokens); the input is not known here.
             ctx.usage_estimated = True
         price = ctx.price
-        cost = cost_usd(Price(**price), u[0], u[1], u[2], u[3]) if price else 0.0
+        cost = cost_usd(price, u[0], u[1], u[2], u[3]) if price is not None else 0.0
         adm = ctx.limit_admission
         if adm is not None:
             try:

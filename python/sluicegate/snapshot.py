@@ -17,6 +17,7 @@ import orjson
 from . import _native
 from .config._env import MissingEnv, resolve_tree
 from .upstream import Origin, Pool, pool_for
+from .usage.pricing import Price
 
 
 class SnapshotError(Exception):
@@ -32,7 +33,7 @@ class Target:
     modalities: frozenset[str]
     supports_tools: bool
     weight: float
-    price: dict[str, float] | None
+    price: Price | None  # built once here, not per request
     connect_s: float
     first_byte_s: float
     idle_s: float
@@ -163,7 +164,7 @@ class Snapshot:
             modalities=frozenset(t["input_modalities"]),
             supports_tools=t["supports_tools"],
             weight=t["weight"],
-            price=t["price"],
+            price=Price(**t["price"]) if t["price"] else None,
             connect_s=to["connect_s"],
             first_byte_s=to["first_byte_s"],
             idle_s=to["idle_s"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import operator
 import threading
 import time
 from typing import Any
@@ -362,10 +363,19 @@ class NullLedger:
         return {}
 
 
+_values = operator.attrgetter(*_FIELDS)
+_day_span: list[Any] = [0.0, -1.0, ""]  # [start, end) of the UTC day last formatted, and its name
+
+
 def _row(rec: UsageRecord) -> tuple[Any, ...]:
-    day = time.strftime("%Y-%m-%d", time.gmtime(rec.ts))
-    values = [getattr(rec, f) for f in _FIELDS]
-    return (day, *values)
+    # Per record on the writer thread (the same core as the requests): one C-level attribute
+    # sweep, and the day's name formatted once a day rather than once a record.
+    ts = rec.ts
+    span = _day_span
+    if not span[0] <= ts < span[1]:
+        start = ts - ts % 86400
+        span[:] = [start, start + 86400, time.strftime("%Y-%m-%d", time.gmtime(start))]
+    return (span[2], *_values(rec))
 
 
 def _where(since: float | None, until: float | None, filters: dict[str, str] | None) -> tuple[str, list[Any]]:
