@@ -63,7 +63,10 @@ def test_streams_in_flight_follows_open_streams(gateway_factory: Any, workers: i
                 # A plain (non-streaming) request in between is not a stream.
                 r = httpx.post(gw.url + "/v1/messages", json={**MSG, "stream": False}, headers=HEADERS)
                 assert r.status_code == 200
-                assert streams_in_flight(gw) == 2
+                # Workers publish their counts every second: after one interval every scrape,
+                # whichever worker answers it, shows both streams.
+                time.sleep(1.2)
+                assert [streams_in_flight(gw) for _ in range(6)] == [2] * 6
             # The client left: its upstream is closed and the stream no longer counts.
             up.wait_for_disconnect(1, timeout=5)  # request 1: the inner stream, whose client just left
             settles_at(gw, 1)

@@ -180,6 +180,7 @@ class Metrics:
         if self._shared is None or self._thread is not None:
             return
         self._shared.mkdir(parents=True, exist_ok=True)
+        self.publish()  # other workers' scrapes see this one from its start, not a second later
         self._thread = threading.Thread(target=self._publish_loop, args=(interval_s,), daemon=True)
         self._thread.start()
 
