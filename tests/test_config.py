@@ -176,3 +176,28 @@ def test_timeouts_layer_provider_group_target(tmp_path: Path) -> None:
     compiled = compile_file(write(tmp_path, text))
     t = compiled["groups"]["big-coder"]["targets"][0]["timeouts"]
     assert t == {"connect_s": 10.0, "first_byte_s": 30.0, "idle_s": 5.0, "total_s": None}
+
+
+@pytest.mark.parametrize(
+    ("base_url", "error"),
+    [
+        ("http://gpu-box:8000", "add the API's path, usually /v1"),
+        ("http://gpu-box:8000/", "add the API's path, usually /v1"),
+        ("http://gpu-box:8000/v1/chat/completions", "end it before /chat/completions"),
+        ("http://gpu-box:8000/v1", None),
+        ("https://llm.example.com/openai/v1", None),
+    ],
+)
+def test_openai_base_url_follows_the_openai_convention(
+    tmp_path: Path, base_url: str, error: str | None
+) -> None:
+    text = GOOD.replace(
+        "providers:\n",
+        f"providers:\n  local:\n    type: openai\n    base_url: {base_url}\n",
+        1,
+    )
+    if error is None:
+        compile_file(write(tmp_path, text))
+        return
+    (err,) = errors_of(tmp_path, text)
+    assert err.startswith("providers.local.base_url: ") and error in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -85,6 +86,15 @@ class _Compiler:
                 and base_url.rstrip("/").endswith("/chat/completions")
             ):
                 self.err((*at, "base_url"), "end it before /chat/completions (e.g. http://host:8000/v1)")
+            elif (
+                p.type == "openai"
+                and base_url
+                and not base_url.startswith("${")
+                and urlsplit(base_url).path.strip("/") == ""
+            ):
+                # vLLM, Ollama, llama.cpp, LM Studio and SGLang all serve under /v1: a bare host
+                # would send every request to /chat/completions and get a 404.
+                self.err((*at, "base_url"), "add the API's path, usually /v1 (e.g. http://host:8000/v1)")
             if p.flavor is not None and p.type != "openai":
                 self.err((*at, "flavor"), "only a provider of type 'openai' has a flavor")
             self.refs((*at, "base_url"), p.base_url)
