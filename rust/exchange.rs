@@ -540,6 +540,12 @@ impl Exchange {
         self.core.tally().error_event
     }
 
+    /// An Anthropic stream's `message_stop` has been relayed.
+    #[getter]
+    fn message_stop(&self) -> bool {
+        self.core.tally().message_stop
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Exchange(status={}, event_stream={}, done={}, events={})",
@@ -635,7 +641,33 @@ mod tests {
                 );
                 assert_eq!(ex.tally().stop_reason.as_deref(), Some("end_turn"));
                 assert!(!ex.tally().error_event);
+                assert!(ex.tally().message_stop);
             }
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_before_message_stop_is_not_complete() {
+        let body = anthropic_stream();
+        let cut = body.len() - b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".len();
+        assert!(body[..cut].ends_with(b"\n\n"));
+        for with_name in [true, false] {
+            let part: Vec<u8> = if with_name {
+                body[..cut].to_vec()
+            } else {
+                // Events without a name: the data's "type" decides.
+                String::from_utf8(body.clone())
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.starts_with("event: "))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+                    .into_bytes()
+            };
+            let (_, ex) = run(&chunked(&part, 50), 17);
+            assert!(ex.done());
+            assert_eq!(ex.tally().stop_reason.as_deref(), Some("end_turn"));
+            assert_eq!(ex.tally().message_stop, !with_name, "with_name {with_name}");
         }
     }
 

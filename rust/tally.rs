@@ -19,6 +19,8 @@ pub struct Tally {
     pub stop_reason: Option<String>,
     /// An `event: error` (Anthropic) or a chunk with a top-level `error` (OpenAI) was seen.
     pub error_event: bool,
+    /// An Anthropic stream's `message_stop` was seen: the message is complete.
+    pub message_stop: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -81,6 +83,7 @@ impl Tally {
     pub fn anthropic_event(&mut self, ev: &SseEvent<'_>) {
         match ev.event {
             Some("message_start" | "message_delta") => self.anthropic_json(ev.data),
+            Some("message_stop") => self.message_stop = true,
             Some("error") => self.error_event = true,
             Some(_) => {}
             // Without an event name the data's `type` decides; a cheap probe first (quotes in
@@ -118,6 +121,7 @@ impl Tally {
                     self.stop_reason = Some(reason);
                 }
             }
+            Some("message_stop") => self.message_stop = true,
             Some("error") => self.error_event = true,
             _ => {}
         }

@@ -378,6 +378,15 @@ def test_stream_ending_cleanly_without_a_stop_gets_an_error_event(
     ):
         s.get_final_message()
 
+    # The stop reason arrived but message_stop did not: still not a complete message.
+    no_stop = frames[:-1]
+    up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(f) for f in no_stop]])
+    raw = _stream_raw(gw)
+    assert raw.startswith(b"".join(no_stop))
+    assert raw[len(b"".join(no_stop)) :].startswith(b"event: error\ndata: ")
+    time.sleep(0.2)
+    assert gw.access_records()[-1]["error"] == "stream_incomplete"
+
     # A complete stream is relayed byte for byte with nothing added.
     up.enqueue([Status(200, fa.SSE_HEADERS), *[Send(f) for f in frames]])
     assert _stream_raw(gw) == b"".join(frames)

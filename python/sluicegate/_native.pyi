@@ -184,6 +184,9 @@ class Exchange:
     @property
     def error_event(self) -> bool:
         """An `event: error` (Anthropic) or a data object with top-level "error" (OpenAI) was seen."""
+    @property
+    def message_stop(self) -> bool:
+        """An Anthropic stream's `message_stop` has been relayed."""
 
 # -- translators (rust/translate/py.rs) ---------------------------------------------------------
 # Usage tuples are (input, output, cache_creation, cache_read), Anthropic's breakdown:

@@ -383,10 +383,10 @@ async def _relay_rest(
         if mode in (_native.RELAY_ANTHROPIC, _native.RELAY_OPENAI):
             await _send_error_event(ctx, transport, api, f"upstream {target.name}: {exc.message}")
         return
-    if mode == _native.RELAY_ANTHROPIC and ex.stop_reason is None and not ex.error_event:
+    if mode == _native.RELAY_ANTHROPIC and not ex.message_stop and not ex.error_event:
         # The body ended cleanly (last chunk, or close of a close-delimited body) but the message
-        # never did: no message_delta with a stop_reason. The SDK would hand Claude Code a
-        # half message as if complete; an error event says it is not. Checked once, here.
+        # never did: no message_stop. The SDK would hand Claude Code a half message as if
+        # complete; an error event says it is not. Checked once, here.
         ctx.error_type = "stream_incomplete"
         message = f"upstream {target.name}: the event stream ended before the message was complete"
         await _send_error_event(ctx, transport, api, message)
