@@ -243,24 +243,33 @@ class Gateway:
         try:
             a = await admit_request(self, ctx, scope, proto, snap)
             body, info, model = a.body, a.info, a.model
+            targets, deadline_s = a.targets, a.deadline_s
+            del a  # it holds the body too; `release_body` must leave none behind
             qs = scope.query_string
             path = upstream_path + "?" + qs if qs else upstream_path
             client_headers = scope.headers.items()
+
+            def release_body() -> None:
+                nonlocal body
+                body = b""
+
+            ctx.release_body = release_body
 
             async def send(target: Target, may_retry: bool) -> None:
                 if target.kind == "mock":
                     return await self.mock_answer(ctx, proto, target, model, body, endpoint, info.stream)
                 if target.kind == "anthropic":
-                    out = body
-                    if target.upstream_model is not None and info.model_span is not None:
-                        out = _native.replace_model(body, info.model_span, target.upstream_model)
+                    # No local name for the rewritten body: forward() is then its only holder,
+                    # and drops it once the stream has begun.
                     return await forward(
                         ctx,
                         proto,
                         target,
                         path,
                         client_headers,
-                        out,
+                        _native.replace_model(body, info.model_span, target.upstream_model)
+                        if target.upstream_model is not None and info.model_span is not None
+                        else body,
                         mode=_native.RELAY_ANTHROPIC,
                         api="anthropic",
                         may_retry=may_retry,
@@ -309,7 +318,7 @@ class Gateway:
                     if info.stream:
                         _estimate_unreported_input(ctx, body)
 
-            await forward_with_failover(ctx, proto, a.targets, a.deadline_s, send)
+            await forward_with_failover(ctx, proto, targets, deadline_s, send)
         except GatewayError as exc:
             ctx.status = exc.status
             ctx.error_type = exc.kind

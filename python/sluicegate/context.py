@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class RequestContext:
         "parent_agent_id",
         "price",
         "prompt_log",
+        "release_body",
         "request_id",
         "requested_model",
         "session_id",
@@ -74,6 +76,9 @@ class RequestContext:
         self.attempts = 0
         self.limit_admission: Any = None
         self.price: Price | None = None
+        # Set by the endpoint: drops its reference to the request body once a stream has begun
+        # (nothing resends it then), so a long stream does not keep a large body alive.
+        self.release_body: Callable[[], None] | None = None
         self.prompt_log: str | None = None
         self.upstream_cost: float | None = None
 

@@ -330,6 +330,12 @@ async def forward(
         ctx.stream = True
         headers.append(("x-sluicegate-request-id", ctx.request_id))
         transport = proto.response_stream(status, headers)
+        if mode == _native.RELAY_ANTHROPIC:
+            # Committed: no failover or retry will resend the request. Claude Code's bodies
+            # run to hundreds of KB; they need not live as long as the stream.
+            body = b""
+            if ctx.release_body is not None:
+                ctx.release_body()
         if data is not None:
             await _relay_rest(ctx, conn, ex, transport, data, mode, api, target)
     finally:
