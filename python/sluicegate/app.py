@@ -30,24 +30,10 @@ from .services import Services
 from .snapshot import KeyInfo, Snapshot, Target
 from .state import GatewayState
 from .translation import openai_body_to_anthropic
+from .usage.estimate import estimate_unreported_input
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
-
-
-def _estimate_unreported_input(ctx: RequestContext, body: bytes) -> None:
-    """A translated stream whose server reported no usage: the relay counted the output, the
-    input is estimated from the Anthropic request as `count_tokens` would. Once per request,
-    only when the server said nothing; marked as an estimate in the record."""
-    u = ctx.usage
-    if not (ctx.stream and 200 <= ctx.status < 300 and u[0] == u[2] == u[3] == 0):
-        return
-    try:
-        n = _native.count_tokens_estimate(body)
-    except ValueError:  # not reached for an admitted body; bytes of JSON, 3.5 a token
-        n = len(body) * 2 // 7
-    ctx.usage = (n, u[1], 0, 0)
-    ctx.usage_estimated = True
 
 
 _GC_SWEEP_S = 1.0
@@ -316,7 +302,7 @@ class Gateway:
                     )
                 finally:
                     if info.stream:
-                        _estimate_unreported_input(ctx, body)
+                        estimate_unreported_input(ctx, body)
 
             await forward_with_failover(ctx, proto, targets, deadline_s, send)
         except GatewayError as exc:

@@ -19,26 +19,12 @@ from .providers.mock import MockReply
 from .relay import forward, forward_with_failover
 from .snapshot import Target
 from .translation import anthropic_body_to_openai
+from .usage.estimate import estimate_unreported_input
 
 if TYPE_CHECKING:
     from .app import Gateway
 
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
-
-
-def _estimate_unreported_input(ctx: RequestContext, body: bytes, model: str) -> None:
-    """A stream whose server reported no usage (it sent no usage chunk): the relay counted
-    the output; the input is estimated from the request as `count_tokens` would, once per
-    request. Marked as an estimate in the record."""
-    u = ctx.usage
-    if not (ctx.stream and 200 <= ctx.status < 300 and u[0] == u[2] == u[3] == 0):
-        return
-    try:
-        n = _native.count_tokens_estimate(_native.openai_request_to_anthropic(body, model))
-    except ValueError:  # a request the translator does not take: bytes of JSON, 3.5 a token
-        n = len(body) * 2 // 7
-    ctx.usage = (n, u[1], 0, 0)
-    ctx.usage_estimated = True
 
 
 async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
@@ -75,7 +61,9 @@ async def chat_completions(gw: Gateway, scope: Any, proto: Any) -> None:
                     )
                 finally:
                     if info.stream:
-                        _estimate_unreported_input(ctx, body, model)
+                        estimate_unreported_input(
+                            ctx, body, lambda b: _native.openai_request_to_anthropic(b, model)
+                        )
             try:
                 out = _native.openai_request_to_anthropic(body, target.upstream_model or model)
             except ValueError as exc:
