@@ -49,16 +49,25 @@ def _settle_gc(loop: asyncio.AbstractEventLoop) -> None:
     models). Frozen objects are never walked again; cycles are collected in batches of 50,000
     allocations. A cycle can hold a response open (an exception's traceback referencing the
     frame that holds the client's transport), so on a quiet gateway, where 50,000 allocations
-    take long, a timer sweeps the young generations every second too (well under a
-    millisecond each: they hold only what the last second allocated).
+    take long, a timer sweeps the young generations when no collection has run for a second.
+    A busy gateway collects by the threshold anyway and skips the sweep, so it adds no pause
+    (a young collection walks every live young object: 2.6 ms for 50,000).
     """
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(50_000, gen1, gen2)
+    last = [time.monotonic()]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            last[0] = time.monotonic()
+
+    gc.callbacks.append(collected)
 
     def sweep() -> None:
-        gc.collect(1)
+        if time.monotonic() - last[0] >= _GC_SWEEP_S:
+            gc.collect(1)
         loop.call_later(_GC_SWEEP_S, sweep)
 
     loop.call_later(_GC_SWEEP_S, sweep)
