@@ -650,6 +650,17 @@ async def main_async(args: argparse.Namespace) -> int:
                     targets=("direct", "sluicegate", *ACCOUNTING),
                 )
             )
+            # Concurrency 1: which switch, if any, sets the latency tail.
+            all_specs.append(
+                Spec(
+                    "acct-on:c1-stream50",
+                    "anthropic",
+                    "stream50",
+                    1,
+                    6.0,
+                    targets=("direct", "sluicegate", *ACCOUNTING),
+                )
+            )
         for spec in all_specs:
             if only and not any(fnmatch.fnmatchcase(spec.name, o) for o in only):
                 continue
