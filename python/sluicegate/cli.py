@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"sluicegate serve: {exc}", file=sys.stderr)
         return 1
     os.environ["SLUICEGATE_WATCH_S"] = str(args.watch_s)
+    os.environ["SLUICEGATE_WORKERS"] = str(args.workers)  # the workers' metrics need it
     if config:
         # absolute(), not resolve(): a ConfigMap mount's file is a symlink into a versioned
         # directory the kubelet replaces; workers must keep reading the stable name.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -179,7 +180,9 @@ class Services:
         self.metrics.watch(
             ledger=self.ledger, limiter=self.limiter, keystore=self.keystore, health=_breaker_states
         )
-        if self.metrics_enabled:
+        # Workers publish their figures for each other's scrapes; a lone worker answers from its
+        # own, and a publishing thread on its core would only delay requests.
+        if self.metrics_enabled and int(os.environ.get("SLUICEGATE_WORKERS") or 1) > 1:
             self.metrics.start_publishing()
 
     # -- keys --------------------------------------------------------------------------------------
