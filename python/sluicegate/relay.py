@@ -536,7 +536,10 @@ async def _failover(
 
     attempted = False
     for i, target in enumerate(targets):
-        if attempted and deadline is not None and time.monotonic() >= deadline:
+        # deadline_hit: the last attempt was cut by the deadline. Its timer runs on the loop's
+        # clock, which can read a little behind time.monotonic(), so the clock alone may still
+        # show a moment left; no new attempt starts in it either way.
+        if attempted and (deadline_hit or (deadline is not None and time.monotonic() >= deadline)):
             deadline_hit = True
             break
         walk.rest = i + 1
