@@ -103,7 +103,7 @@ def test_monthly_budget_and_seed_from_ledger() -> None:
     clock = Clock(datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp())
     lim = MemoryLimiter(clock=clock)
     scopes = [("key:k", LimitSpec(budget_usd=10.0))]  # no period: monthly
-    lim.seed_spend("key:k", "month", 10.0)
+    lim.seed_budgets({"month": {"key:k": 10.0}}, clock.t)
     adm = lim.admit_now(scopes)
     assert not adm.ok and abs(adm.retry_after_s - 3600) < 1e-6
     assert "per month" in adm.message

@@ -92,7 +92,9 @@ def test_by_key_user_project_session_group_day(ledger: Ledger) -> None:
 
 
 def test_spend_since_for_budget_seeding(ledger: Ledger) -> None:
-    spend = ledger.spend("project", since=parse_time("2026-11-22"))
+    since = parse_time("2026-11-22")
+    by_period = ledger.spend_by_period("project", day_start=since, month_start=since)
+    spend = {project: day for project, (day, _month) in by_period.items()}
     assert spend == pytest.approx({"payments": ONE, "web": ONE})
 
 

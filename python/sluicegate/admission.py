@@ -29,6 +29,13 @@ class Admitted:
     deadline_s: float | None
 
 
+def attribute(ctx: RequestContext, headers: Any) -> None:
+    """Claude Code's session and agent ids, for the log line and the usage record."""
+    ctx.session_id = headers.get("x-claude-code-session-id")
+    ctx.agent_id = headers.get("x-claude-code-agent-id")
+    ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+
+
 async def admit_request(
     gw: Gateway, ctx: RequestContext, scope: Any, proto: Any, snap: Snapshot | None
 ) -> Admitted:
@@ -36,9 +43,7 @@ async def admit_request(
     if snap is None:
         raise GatewayError(503, "gateway is starting: no config loaded yet")
     headers = scope.headers
-    ctx.session_id = headers.get("x-claude-code-session-id")
-    ctx.agent_id = headers.get("x-claude-code-agent-id")
-    ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+    attribute(ctx, headers)
     key = ctx.key = gw.authenticate(snap, headers)
     body = await gw.read_body(scope, proto, snap)
     if snap.server["log_prompts"]:

@@ -20,12 +20,12 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import _native, health, log
-from .admission import admit_request
+from .admission import admit_request, attribute
 from .chat import chat_completions
 from .context import RequestContext
 from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
 from .providers.mock import MockReply
-from .relay import forward, forward_with_failover
+from .relay import count_streams_on, forward, forward_with_failover
 from .services import Services
 from .snapshot import KeyInfo, Snapshot, Target
 from .state import GatewayState
@@ -88,6 +88,7 @@ class Gateway:
         from .services import Services
 
         self.services = Services(snap)
+        count_streams_on(self.services.metrics)
         # Breaker state of targets a reload removed is dropped with them.
         self.state.hooks.append(
             lambda new: health.forget({t.name for g in new.groups.values() for t in g.targets})
@@ -175,9 +176,7 @@ class Gateway:
         ctx = RequestContext(endpoint)
         snap = self.state.snapshot
         headers = scope.headers
-        ctx.session_id = headers.get("x-claude-code-session-id")
-        ctx.agent_id = headers.get("x-claude-code-agent-id")
-        ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+        attribute(ctx, headers)
         if snap is not None:
             with contextlib.suppress(GatewayError):
                 ctx.key = self.authenticate(snap, headers)
@@ -437,14 +436,11 @@ class Gateway:
     # -- /metrics and /admin/ ------------------------------------------------------------------------
     @staticmethod
     def metrics(scope: Any, proto: Any, services: Services) -> None:
-        from .health import all_health
         from .metrics import scrape_allowed
 
         if not scrape_allowed(scope.headers.get("authorization"), services.metrics_section.token):
             proto.response_bytes(401, _TEXT, b"metrics: missing or invalid token\n")
             return
-        for name, h in all_health().items():
-            services.metrics.target_health(name, h.state)
         proto.response_bytes(200, [("content-type", "text/plain; version=0.0.4")], services.metrics.render())
 
     @staticmethod

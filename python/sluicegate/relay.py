@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -51,22 +50,14 @@ class _NoGauge:
         pass
 
 
-_NO_GAUGE = _NoGauge()
-# The worker's Metrics (`sluicegate_streams_in_flight`), found on first use and kept.
-_streams_gauge: Any = None
+# What counts the streams being relayed (`sluicegate_streams_in_flight`): the worker's Metrics,
+# set by the app at start-up (`count_streams_on`); nothing outside a gateway.
+_streams_gauge: Any = _NoGauge()
 
 
-def _find_streams_gauge() -> Any:
-    """The Services' Metrics of the gateway this worker serves. Services is made once per worker
-    in Gateway.__rsgi_init__, before any request, and never replaced, so one look-up is enough;
-    it goes through sys.modules because app imports this module, not the other way round."""
+def count_streams_on(gauge: Any) -> None:
     global _streams_gauge
-    app_module = sys.modules.get(__name__.rpartition(".")[0] + ".app")
-    services = getattr(getattr(app_module, "app", None), "services", None)
-    if services is None:
-        return _NO_GAUGE  # no gateway around this relay (or not started yet): nothing to count
-    _streams_gauge = services.metrics
-    return _streams_gauge
+    _streams_gauge = gauge
 
 
 class _Walk:
@@ -300,7 +291,7 @@ async def forward(
 
     watcher.add_done_callback(_client_gone)
     open_streams.add(conn)
-    gauge = _streams_gauge or _find_streams_gauge()
+    gauge = _streams_gauge
     gauge.stream_open()
     failing_over = False
     try:
@@ -347,6 +338,7 @@ async def forward(
             watcher.cancel()
         if not failing_over:
             ctx.usage = ex.usage
+            ctx.usage_estimated = ex.usage_estimated  # natively: a server that reported none
             ctx.stop_reason = ex.stop_reason
             ctx.upstream_cost = ex.upstream_cost
             if ex.error_event and ctx.error_type is None:

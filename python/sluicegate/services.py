@@ -106,11 +106,6 @@ def load_budget_spend(ledger: Any, now: float) -> dict[str, dict[str, float]]:
     return spent
 
 
-def _output_only(ctx: RequestContext) -> bool:
-    u = ctx.usage
-    return ctx.stream and 200 <= ctx.status < 300 and u[1] > 0 and u[0] == u[2] == u[3] == 0
-
-
 def _breaker_states() -> dict[str, str]:
     """This worker's circuit state per target (what its scrapes and its published file show)."""
     from .health import all_health
@@ -262,10 +257,6 @@ class Services:
     # -- end of request ----------------------------------------------------------------------------
     async def request_done(self, ctx: RequestContext, duration_s: float) -> None:
         u = ctx.usage
-        if not ctx.usage_estimated and _output_only(ctx):
-            # Only the native output estimate of a stream without a usage report (a real one
-            # always counts prompt tokens); the input is not known here.
-            ctx.usage_estimated = True
         price = ctx.price
         cost = cost_usd(price, u[0], u[1], u[2], u[3]) if price is not None else 0.0
         adm = ctx.limit_admission

@@ -149,11 +149,6 @@ class MemoryLimiter(Limiter):
         seeds = self._seeds.get(pkey)
         st.budget_key, st.spent = pkey, (seeds.get(name, 0.0) if seeds else 0.0)
 
-    def seed_spend(self, scope: str, period: str, usd: float) -> None:
-        """Start the current period's spend from the ledger (after a restart) instead of zero."""
-        st = self._scope(scope)
-        st.budget_key, st.spent = period_key(period, self._clock()), usd
-
     def seed_budgets(self, spent: dict[str, dict[str, float]], at: float) -> None:
         """What each scope spent before this process started, from the ledger:
         `spent["day"|"month"][scope]` is its USD from the start of that period up to `at`.

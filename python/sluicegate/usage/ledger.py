@@ -298,11 +298,6 @@ class Ledger:
             out.append(item)
         return out
 
-    def spend(self, by: str, since: float) -> dict[str, float]:
-        """USD spent per value of `by` since a time: seeds in-process budgets after a restart
-        (e.g. `limiter.seed_spend(f"key:{k}", "month", usd)` for `spend("key", month_start)`)."""
-        return {r[by]: r["cost_usd"] for r in self.query(by, since=since) if r[by] is not None}
-
     def spend_by_period(
         self, by: str, day_start: float, month_start: float
     ) -> dict[str, tuple[float, float]]:
@@ -375,9 +370,6 @@ class NullLedger:
 
     def records(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         return []
-
-    def spend(self, by: str, since: float) -> dict[str, float]:
-        return {}
 
     def spend_by_period(
         self, by: str, day_start: float, month_start: float
