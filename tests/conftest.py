@@ -99,6 +99,8 @@ class GatewayProcess:
         return out
 
     def access_records(self) -> list[dict[str, Any]]:
+        # Access lines reach the log within server.access_log_flush_ms (100 ms by default).
+        time.sleep(0.15)
         return [r for r in self.log_records() if r.get("event") == "request"]
 
     def signal(self, sig: int) -> None:

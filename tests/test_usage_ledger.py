@@ -219,3 +219,54 @@ def test_a_version_1_store_gains_the_usage_estimated_column(tmp_path: Path) -> N
         ("old", False),
         ("req-1", True),
     ]
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_a_version_2_store_moves_to_the_time_first_retry_guard(
+    store: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    from sluicegate.usage._db import Database, migrate
+    from sluicegate.usage._schema import COMPONENT, MIGRATIONS
+
+    url = f"sqlite:///{tmp_path}/old.db" if store == "sqlite" else request.getfixturevalue("pg_db_url")
+    db = Database.from_url(url)
+    conn = db.connect()
+    migrate(db, conn, COMPONENT, MIGRATIONS[:2])  # a store written before version 3
+    ledger = Ledger(db)
+    ledger._write(conn, [rec(1, ts=100.0)])
+    migrate(db, conn, COMPONENT, MIGRATIONS)
+    # A batch whose commit landed but whose acknowledgement was lost is retried whole: the
+    # rows already there are skipped, by the new index, and the new one is written.
+    batch = [rec(1, ts=100.0), rec(2, ts=101.0)]
+    ledger._write(conn, batch)
+    ledger._write(conn, batch)
+    conn.close()
+    assert sorted((r["request_id"], r["ts"]) for r in ledger.records()) == [
+        ("req-1", 100.0),
+        ("req-2", 101.0),
+    ]
+
+    conn = db.connect()
+    try:
+        if store == "sqlite":
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            cols = [r[2] for r in conn.execute("PRAGMA index_info(usage_records_ts_request)")]
+            plan = " ".join(
+                str(r) for r in conn.execute("EXPLAIN QUERY PLAN SELECT * FROM usage_records WHERE ts > 0")
+            )
+            assert "usage_records_ts_request" in plan
+        else:
+            names = {
+                r[0]
+                for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'usage_records'")
+            }
+            (defn,) = conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_records_ts_request'"
+            ).fetchone()
+            cols = defn.partition("(")[2].rstrip(")").replace(" ", "").split(",")
+    finally:
+        conn.close()
+    assert cols == ["ts", "request_id"]
+    assert "usage_records_request" not in names and "usage_records_ts" not in names

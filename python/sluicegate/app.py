@@ -107,6 +107,7 @@ class Gateway:
         close_all()
         if self.services is not None:
             loop.run_until_complete(self.services.close())
+        log.flush_access()
 
     def begin_drain(self, loop: asyncio.AbstractEventLoop, drain_s: float) -> None:
         """SIGTERM: not ready any more; streams still open at the deadline are ended."""
@@ -431,7 +432,7 @@ class Gateway:
         }
         if ctx.prompt_log is not None:
             line["request_body"] = ctx.prompt_log
-        log.write_access(orjson.dumps(line) + b"\n")
+        log.write_access(orjson.dumps(line) + b"\n", snap.access_log_flush_s if snap is not None else 0.0)
 
     # -- /metrics and /admin/ ------------------------------------------------------------------------
     @staticmethod

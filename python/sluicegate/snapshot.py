@@ -109,6 +109,8 @@ class Snapshot:
             raise SnapshotError(str(exc)) from None
         self.server: dict[str, Any] = compiled["server"]
         self.max_body_bytes: int = self.server["max_body_bytes"]
+        # .get: snapshots compiled before the setting existed.
+        self.access_log_flush_s: float = self.server.get("access_log_flush_ms", 100) / 1000
         self.ops: dict[str, Any] = resolved["ops"]
         self.skipped_providers: list[str] = []
         providers = resolved["providers"]

@@ -115,6 +115,8 @@ class Key(_Strict):
 class Server(_Strict):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     access_log: bool = True
+    # Access lines are written together at most this often (0: each at once); see log.py.
+    access_log_flush_ms: int = Field(100, ge=0, le=10_000)
     # Prompt text is never logged unless an operator turns this on.
     log_prompts: bool = False
     drain_s: float = Field(30.0, ge=0)

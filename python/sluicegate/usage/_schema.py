@@ -60,5 +60,18 @@ def _v2(db: Database) -> Sequence[str]:
     return ["ALTER TABLE usage_records ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT FALSE"]
 
 
-MIGRATIONS: list[Migration] = [(1, _v1), (2, _v2)]
+def _v3(db: Database) -> Sequence[str]:
+    # The retry guard keyed (ts, request_id) instead of (request_id, ts): request ids are random,
+    # so every row landed at a random leaf of the old index, which grew out of the page cache as
+    # the table grew (measured: ~38 us a row on 20,000+ rows, ~19 with this order). Time-ordered,
+    # a row is an append, and the same index serves `--since/--until`, so the ts index goes.
+    # ON CONFLICT (request_id, ts) still matches it: both databases infer by the column set.
+    return [
+        "CREATE UNIQUE INDEX IF NOT EXISTS usage_records_ts_request ON usage_records (ts, request_id)",
+        "DROP INDEX IF EXISTS usage_records_request",
+        "DROP INDEX IF EXISTS usage_records_ts",
+    ]
+
+
+MIGRATIONS: list[Migration] = [(1, _v1), (2, _v2), (3, _v3)]
 COMPONENT = "usage"
