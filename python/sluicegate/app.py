@@ -245,8 +245,9 @@ class Gateway:
             client_headers = scope.headers.items()
 
             def release_body() -> None:
-                nonlocal body
+                nonlocal body, client_headers
                 body = b""
+                client_headers = []
 
             ctx.release_body = release_body
 

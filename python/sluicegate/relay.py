@@ -321,14 +321,23 @@ async def forward(
         ctx.stream = True
         headers.append(("x-sluicegate-request-id", ctx.request_id))
         transport = proto.response_stream(status, headers)
+        # Committed: nothing resends the request, so what only a retry needed goes now rather
+        # than living as long as the stream (~2 KB an idle stream: the header lists, the first
+        # event). Claude Code's bodies run to hundreds of KB.
+        del headers, client_headers
         if mode == _native.RELAY_ANTHROPIC:
-            # Committed: no failover or retry will resend the request. Claude Code's bodies
-            # run to hundreds of KB; they need not live as long as the stream.
             body = b""
             if ctx.release_body is not None:
                 ctx.release_body()
         if data is not None:
-            await _relay_rest(ctx, conn, ex, transport, data, mode, api, target)
+            try:
+                await transport.send_bytes(data)
+            except Exception:
+                ctx.client_disconnected = True
+                conn.abort()
+                return
+            data = None
+            await _relay_rest(ctx, conn, ex, transport, mode, api, target)
     finally:
         open_streams.discard(conn)
         gauge.stream_close()
@@ -353,19 +362,12 @@ async def _relay_rest(
     conn: Any,
     ex: Any,
     transport: Any,
-    first: bytes,
     mode: int,
     api: str,
     target: Target,
 ) -> None:
-    """Send the first event, then the rest of the stream straight from the upstream socket's
-    callback (`conn.relay`): per chunk one native parse and one queued send, no coroutine."""
-    try:
-        await transport.send_bytes(first)
-    except Exception:
-        ctx.client_disconnected = True
-        conn.abort()
-        return
+    """The stream after its first event, straight from the upstream socket's callback
+    (`conn.relay`): per chunk one native parse and one queued send, no coroutine."""
     try:
         await conn.relay(transport.send_bytes)
     except ClientGone:
