@@ -270,3 +270,18 @@ def test_a_version_2_store_moves_to_the_time_first_retry_guard(
         conn.close()
     assert cols == ["ts", "request_id"]
     assert "usage_records_request" not in names and "usage_records_ts" not in names
+
+
+def test_batches_come_in_steps_of_a_few_sizes_and_close_takes_the_rest(tmp_path: Path) -> None:
+    from sluicegate.usage.ledger import _ROWS_STEP
+
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db", batch_max=500)
+    for i in range(2 * _ROWS_STEP + 30):
+        ledger.submit(rec(i))
+    assert len(ledger._take(stopping=False)) == 2 * _ROWS_STEP  # a size whose INSERT is prepared
+    assert ledger.queue_depth == 2 * _ROWS_STEP + 30
+    assert len(ledger._take(stopping=False)) == 30  # a small rest goes whole
+    ledger._inflight = 0
+    for i in range(_ROWS_STEP + 7):
+        ledger.submit(rec(1000 + i))
+    assert len(ledger._take(stopping=True)) == _ROWS_STEP + 7  # closing: everything

@@ -44,6 +44,7 @@ _MAX_PARAMS = {
     "postgres": 65535,
 }
 _DROP_LOG_EVERY_S = 10.0
+_ROWS_STEP = 50  # batch sizes are multiples of this (except the last ones at close)
 
 
 class Ledger:
@@ -138,7 +139,7 @@ class Ledger:
                     # Let a batch build up for one interval (or until it is full).
                     self._wake.wait(self._flush_interval_s)
                     self._wake.clear()
-                batch = self._take()
+                batch = self._take(stopping)
             try:
                 if conn is None:
                     conn = self.db.connect()
@@ -182,9 +183,14 @@ class Ledger:
                 dropped_reported, last_drop_log = self.dropped, now
         _close_quietly(conn)
 
-    def _take(self) -> list[UsageRecord]:
+    def _take(self, stopping: bool) -> list[UsageRecord]:
         dq, out = self._dq, []
         n = min(len(dq), self._batch_max)
+        if n > _ROWS_STEP and not stopping:
+            # A batch of a size seen before reuses its prepared INSERT; preparing one of a few
+            # hundred rows cost ~6 us a row (measured, random sizes against fixed ones). The
+            # rest waits for the next batch.
+            n -= n % _ROWS_STEP
         self._inflight += n
         for _ in range(n):
             out.append(dq.popleft())
