@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import _native, health, log
+from . import _native, allocator, health, log
 from .admission import admit_request, attribute
 from .chat import chat_completions
 from .context import RequestContext
@@ -84,6 +84,7 @@ class Gateway:
 
     # -- lifecycle (Granian calls these in each worker) -------------------------------------------
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        allocator.start_background_purge()
         snap = self.state.load()
         from .services import Services
 

@@ -45,6 +45,15 @@ _JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from . import allocator
+
+    try:
+        env = allocator.reexec_env(args.malloc, dict(os.environ))
+    except allocator.AllocatorError as exc:
+        print(f"sluicegate serve: {exc}", file=sys.stderr)
+        return 2
+    if env is not None:
+        allocator.reexec(args.argv, env)
     os.environ.setdefault("_RJEM_MALLOC_CONF", _JEMALLOC_CONF)
     from .server import ServeOptions, serve
     from .snapshot import Snapshot, SnapshotError
@@ -143,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         "work before Granian's I/O thread runs (cheaper per request); normal for hosts where the "
         "gateway shares cores with latency-sensitive work [SLUICEGATE_SCHED]",
     )
+    p.add_argument(
+        "--malloc",
+        choices=["auto", "jemalloc", "system"],
+        default=_env("SLUICEGATE_MALLOC", "auto"),
+        help="allocator of the Python heap: jemalloc returns the memory of ended streams (auto: "
+        "jemalloc when libjemalloc.so.2 is installed, else the system's) [SLUICEGATE_MALLOC]",
+    )
     p.set_defaults(func=cmd_serve)
 
     from .cli_ops import register
@@ -179,6 +195,7 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # `serve` may re-execute itself
     return int(args.func(args))
 
 
