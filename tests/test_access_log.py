@@ -111,3 +111,9 @@ def test_a_full_buffer_is_written_without_waiting(pipe: tuple[int, list[int]]) -
 
     n = asyncio.run(main())
     assert n * len(_line(0)) >= log._BUFFER_MAX
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once(pipe: tuple[int, list[int]]) -> None:
+    r, _ = pipe
+    log.write_access(_line(7), 10.0)
+    assert [orjson.loads(x)["request_id"] for x in _read(r)] == ["r7"]

@@ -29,6 +29,7 @@ _lock = threading.Lock()
 _pending: list[bytes] = []
 _pending_bytes = 0
 _timer: asyncio.TimerHandle | None = None
+_timer_loop: asyncio.AbstractEventLoop | None = None
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -53,7 +54,7 @@ def error(message: str, **fields: Any) -> None:
 
 def write_access(line: bytes, flush_s: float = 0.0) -> None:
     """One access line; with flush_s > 0 (on the event loop) it is written within flush_s."""
-    global _pending_bytes, _timer
+    global _pending_bytes, _timer, _timer_loop
     if flush_s <= 0:
         if _pending:
             flush_access()
@@ -65,8 +66,14 @@ def write_access(line: bytes, flush_s: float = 0.0) -> None:
         full = _pending_bytes >= _BUFFER_MAX
     if full:
         flush_access()
-    elif _timer is None:
-        _timer = asyncio.get_running_loop().call_later(flush_s, _on_timer)
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no event loop here to flush later: write it now
+        flush_access()
+        return
+    if _timer is None or _timer_loop is not loop:  # (a timer of a loop that ended never fires)
+        _timer, _timer_loop = loop.call_later(flush_s, _on_timer), loop
 
 
 def _on_timer() -> None:
