@@ -147,6 +147,19 @@ def test_optional_provider_is_skipped_without_key(tmp_path: Path) -> None:
     assert [t.kind for t in snap.groups["big-coder"].targets] == ["anthropic", "mock"]
 
 
+def test_access_log_flush_default_and_a_snapshot_compiled_before_it(tmp_path: Path) -> None:
+    compiled = compile_file(str(ROOT / "examples" / "sluicegate.yaml"))
+    assert compiled["server"]["access_log_flush_ms"] == 100
+    assert Snapshot(compiled, environ={}).access_log_flush_s == 0.1
+    del compiled["server"]["access_log_flush_ms"]  # as an older version wrote it
+    assert Snapshot(compiled, environ={}).access_log_flush_s == 0.1
+    doc = Path(write(tmp_path, GOOD)).read_text() + "server:\n  access_log_flush_ms: -1\n"
+    (tmp_path / "bad.yaml").write_text(doc)
+    with pytest.raises(ConfigError) as err:
+        compile_file(str(tmp_path / "bad.yaml"))
+    assert "server.access_log_flush_ms" in err.value.render()
+
+
 def test_cli_exit_codes_and_output(tmp_path: Path) -> None:
     good = write(tmp_path, GOOD)
     out = tmp_path / "snap.json"
