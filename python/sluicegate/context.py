@@ -76,8 +76,8 @@ class RequestContext:
         self.attempts = 0
         self.limit_admission: Any = None
         self.price: Price | None = None
-        # Set by the endpoint: drops its reference to the request body once a stream has begun
-        # (nothing resends it then), so a long stream does not keep a large body alive.
+        # Set by the endpoint: drops its references to the request body and headers once a
+        # stream has begun (nothing resends them then), so a long stream does not keep them alive.
         self.release_body: Callable[[], None] | None = None
         self.prompt_log: str | None = None
         self.upstream_cost: float | None = None
