@@ -435,18 +435,7 @@ impl Exchange {
 
     /// Parse more response bytes; returns the bytes ready for the client now, or None.
     fn feed<'py>(&mut self, data: &Bound<'py, PyBytes>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let bytes = data.as_bytes();
-        let passthrough = self.core.passthrough_candidate(bytes.len());
-        self.core.feed(bytes).map_err(value_error)?;
-        let out = self.core.out();
-        if out.is_empty() {
-            return Ok(None);
-        }
-        if passthrough && out.len() == bytes.len() {
-            // Exactly the input: hand back the same object.
-            return Ok(Some(data.clone()));
-        }
-        Ok(Some(PyBytes::new(data.py(), out)))
+        self.feed_bytes(data)
     }
 
     /// The connection closed; returns any final bytes for the client.
@@ -554,6 +543,35 @@ impl Exchange {
             self.core.done(),
             self.core.event_count()
         )
+    }
+}
+
+/// The same calls for the crate's own callers (the native upstream protocol), without Python's dispatch.
+impl Exchange {
+    pub(crate) fn feed_bytes<'py>(
+        &mut self,
+        data: &Bound<'py, PyBytes>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let bytes = data.as_bytes();
+        let passthrough = self.core.passthrough_candidate(bytes.len());
+        self.core.feed(bytes).map_err(value_error)?;
+        let out = self.core.out();
+        if out.is_empty() {
+            return Ok(None);
+        }
+        if passthrough && out.len() == bytes.len() {
+            // Exactly the input: hand back the same object.
+            return Ok(Some(data.clone()));
+        }
+        Ok(Some(PyBytes::new(data.py(), out)))
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.core.done()
+    }
+
+    pub(crate) fn has_head(&self) -> bool {
+        self.core.head().is_some()
     }
 }
 

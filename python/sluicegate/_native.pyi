@@ -1,6 +1,9 @@
 """sluicegate's native hot path (Rust, PyO3): request inspection, upstream heads, response relay."""
 
-from typing import Any, final
+from collections.abc import Callable
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
 
 __all__ = [
     "ANTHROPIC_TO_OPENAI",
@@ -9,6 +12,7 @@ __all__ = [
     "RELAY_OPENAI",
     "Exchange",
     "HeadTemplate",
+    "ProtocolCore",
     "RequestInfo",
     "StreamTranslator",
     "__version__",
@@ -187,6 +191,28 @@ class Exchange:
     @property
     def message_stop(self) -> bool:
         """An Anthropic stream's `message_stop` has been relayed."""
+
+@disjoint_base
+class ProtocolCore:
+    """The per-chunk half of an asyncio protocol for one upstream connection (rust/protocol.rs);
+    sluicegate.upstream.connection.UpstreamConnection subclasses it. `data_received` feeds the
+    exchange and sends what it returns to `sink` without an interpreter frame; everything else is
+    a call back into the subclass by name: `_stray_bytes()` (bytes with no exchange),
+    `_first_bytes()` (the first bytes of a response), `_invalid_response(exc)` (the exchange
+    raised ValueError), `_buffer(chunk)` (bytes for the client while no sink is set),
+    `_sent(result)` (what sink returned, unless its type was learnt as done),
+    `_client_gone(None)` (sink raised) and `_wake()` (the response is complete, or its head is
+    while no sink is set)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
+    exchange: Exchange | None
+    sink: Callable[[bytes], Any] | None
+    received: bool
+    def rx_idle_s(self) -> float:
+        """Seconds since bytes last arrived (infinite when none have)."""
+    def _learn_sent_type(self, kind: type) -> None:
+        """A send result of this type needs nothing more: data_received stops asking `_sent`."""
+    def data_received(self, data: bytes) -> None: ...
 
 # -- translators (rust/translate/py.rs) ---------------------------------------------------------
 # Usage tuples are (input, output, cache_creation, cache_read), Anthropic's breakdown:

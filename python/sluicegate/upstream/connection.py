@@ -1,10 +1,13 @@
 """One keep-alive HTTP/1.1 connection to an upstream, driven by asyncio callbacks.
 
-The socket work is asyncio's; the parsing is the Rust `Exchange`: every received chunk goes
-straight to `Exchange.feed`, which returns bytes that are ready for the client (complete
-SSE events) or None. Once a stream is relayed with `relay(send)`, those bytes go to the
-client from inside the socket callback: per chunk Python does one native `feed` and one
-native `send` (Granian's `send_bytes` only queues the bytes), with no coroutine wake-up.
+The socket work is asyncio's; the parsing is the Rust `Exchange`. `data_received` itself is
+native (`ProtocolCore`): every received chunk goes straight to the exchange, which returns
+bytes that are ready for the client (complete SSE events) or None. Once a stream is relayed
+with `relay(send)`, those bytes go to the client from inside the socket callback (Granian's
+`send_bytes` only queues them), with no interpreter frame and no coroutine wake-up. This class
+keeps everything else: the request's waits and timers, and the callbacks `ProtocolCore` makes
+for what is not the steady state (`_first_bytes`, `_buffer`, `_sent`, `_client_gone`,
+`_invalid_response`, `_stray_bytes`, `_wake`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from .._native import ProtocolCore
 from .errors import ClientGone, UpstreamClosed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 
 # What a `send` callable returned, by type: 0 done (Granian's empty awaitable), 1 failed
@@ -36,7 +40,8 @@ def _send_kind(result: Any) -> int:
 _HIGH_WATER = 1 << 20
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(ProtocolCore, asyncio.Protocol):
+    # `exchange`, `sink` and `received` live in ProtocolCore.
     __slots__ = (
         "_buffered",
         "_deadline_total",
@@ -47,11 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_timer",
         "closed",
         "error",
-        "exchange",
-        "last_rx",
         "out",
-        "received",
-        "sink",
         "sink_failed",
         "transport",
         "uses",
@@ -61,7 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport: asyncio.Transport | None = None
-        self.exchange: Any = None
+        self.exchange = None
         self.waiter: asyncio.Future[None] | None = None
         self.out: list[bytes] = []
         self._buffered = 0
@@ -69,53 +70,42 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.error: UpstreamError | None = None
         self.received = False
-        self.last_rx = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._first_byte_s = 0.0
         self._idle_s = 0.0
         self._deadline_total: float | None = None
         self.uses = 0
-        # While relaying: where complete events go, straight from data_received.
-        self.sink: Callable[[bytes], Any] | None = None
+        # While relaying, `sink` (ProtocolCore) is where complete events go.
+        self.sink = None
         self.sink_failed = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
-        ex = self.exchange
-        if ex is None:
-            # Bytes on an idle keep-alive connection: the peer is confused; drop the connection.
-            self._abort()
-            return
-        self.last_rx = self._loop.time()
-        if not self.received:
-            self.received = True
-            # The response has begun: from now on the limit is the idle gap, not the first byte's
-            # (else a stream quiet after its head would last until first_byte_s).
-            self._arm(self.last_rx + self._idle_s)
-        try:
-            chunk = ex.feed(data)
-        except ValueError as exc:
-            self.error = UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}")
-            self._abort()
-            self._wake()
-            return
-        if chunk is not None:
-            if self.sink is not None:
-                self._send(chunk)
-                if ex.done:
-                    self._wake()
-                return
-            self.out.append(chunk)
-            self._buffered += len(chunk)
-            if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
-                self._paused = True
-                self.transport.pause_reading()
-            self._wake()
-        elif ex.done or (ex.head_complete and self.sink is None):
-            self._wake()
+    # data_received is ProtocolCore's; these are the callbacks it makes.
+    def _stray_bytes(self) -> None:
+        # Bytes on an idle keep-alive connection: the peer is confused; drop the connection.
+        self._abort()
+
+    def _first_bytes(self) -> None:
+        # The response has begun: from now on the limit is the idle gap, not the first byte's
+        # (else a stream quiet after its head would last until first_byte_s).
+        self._arm(self._loop.time() + self._idle_s)
+
+    def _invalid_response(self, exc: Exception) -> None:
+        self.error = UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}")
+        self._abort()
+        self._wake()
+
+    def _buffer(self, chunk: bytes) -> None:
+        # Bytes before the relay began (the head, or a body read with next_chunk).
+        self.out.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
 
     def eof_received(self) -> bool:
         return False
@@ -162,11 +152,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def wait_head(self) -> None:
         ex = self.exchange
+        assert ex is not None
         while not ex.head_complete:
             await self._wait()
 
     async def next_chunk(self) -> bytes | None:
         """The next bytes for the client, or None when the body is complete."""
+        ex = self.exchange
+        assert ex is not None
         while True:
             out = self.out
             if out:
@@ -177,7 +170,7 @@ class UpstreamConnection(asyncio.Protocol):
                     self._paused = False
                     self.transport.resume_reading()
                 return data
-            if self.exchange.done:
+            if ex.done:
                 return None
             if self.error is not None:
                 raise self.error
@@ -207,6 +200,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
         try:
             ex = self.exchange
+            assert ex is not None
             while not ex.done and not self.sink_failed:
                 if self.error is not None:
                     raise self.error
@@ -229,17 +223,24 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             result = sink(data)
         except Exception:
-            result = None
-            kind = 1
+            self._client_gone(None)
         else:
-            kind = _send_kind(result)
+            self._sent(result)
+
+    def _sent(self, result: Any) -> None:
+        """What `sink` returned for a chunk, unless ProtocolCore already knows its type is done."""
+        kind = _send_kind(result)
         if kind == 0:
+            self._learn_sent_type(type(result))
             return
         if kind == 2:
             task = asyncio.ensure_future(result)
             _pending_sends.add(task)
             task.add_done_callback(_pending_sends.discard)
             return
+        self._client_gone(result)
+
+    def _client_gone(self, result: Any) -> None:
         # The client is gone: stop reading from the upstream and end the relay.
         if result is not None and hasattr(result, "close"):
             result.close()
@@ -249,6 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def wait_done(self) -> None:
         ex = self.exchange
+        assert ex is not None
         while not ex.done:
             if self.out:
                 # A body we do not stream (non-event-stream): nothing to forward yet.
@@ -281,7 +283,8 @@ class UpstreamConnection(asyncio.Protocol):
     async def _wait(self) -> None:
         if self.error is not None:
             raise self.error
-        if self.closed and not self.exchange.done:
+        ex = self.exchange
+        if self.closed and ex is not None and not ex.done:
             raise UpstreamClosed("upstream closed the connection before the response was complete")
         fut = self._loop.create_future()
         self.waiter = fut
@@ -317,17 +320,18 @@ class UpstreamConnection(asyncio.Protocol):
     def _on_timer(self) -> None:
         # One timer per request, re-armed lazily: data_received only records a timestamp.
         self._timer = None
-        if self.exchange is None or self.exchange.done:
+        ex = self.exchange
+        if ex is None or ex.done:
             return
         now = self._loop.time()
         if self._deadline_total is not None and now >= self._deadline_total:
             return self._time_out("total time limit reached")
         if not self.received:
             return self._time_out(f"no response within {self._first_byte_s:g} s")
-        due = self.last_rx + self._idle_s
-        if now >= due:
+        idle = self.rx_idle_s()
+        if idle >= self._idle_s:
             return self._time_out(f"no data for {self._idle_s:g} s")
-        self._arm(due)
+        self._arm(now + self._idle_s - idle)
 
     def _time_out(self, why: str) -> None:
         self.error = UpstreamTimeout(f"upstream timed out: {why}")
