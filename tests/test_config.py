@@ -160,6 +160,17 @@ def test_access_log_flush_default_and_a_snapshot_compiled_before_it(tmp_path: Pa
     assert "server.access_log_flush_ms" in err.value.render()
 
 
+def test_ledger_indexes_name_report_dimensions(tmp_path: Path) -> None:
+    doc = Path(write(tmp_path, GOOD)).read_text() + "ledger:\n  indexes: [user, colour]\n"
+    (tmp_path / "bad.yaml").write_text(doc)
+    with pytest.raises(ConfigError) as err:
+        compile_file(str(tmp_path / "bad.yaml"))
+    # The path names the bad entry; the message lists the dimensions that may be indexed.
+    assert "ledger.indexes[1]: Input should be 'key', 'user'" in err.value.render()
+    (tmp_path / "good.yaml").write_text(doc.replace(", colour", ""))
+    assert compile_file(str(tmp_path / "good.yaml"))["ops"]["ledger"]["indexes"] == ["user"]
+
+
 def test_cli_exit_codes_and_output(tmp_path: Path) -> None:
     good = write(tmp_path, GOOD)
     out = tmp_path / "snap.json"

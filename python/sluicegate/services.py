@@ -156,6 +156,7 @@ class Services:
                     "queue_max": ls.queue_max,
                     "batch_max": ls.batch_max,
                     "flush_interval_s": ls.flush_interval_s,
+                    "indexes": ls.indexes,
                 }
             self.ledger = Ledger.from_url(ledger_url(ls), **kw)
         self.ledger.start()

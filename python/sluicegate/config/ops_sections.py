@@ -40,12 +40,21 @@ def _store_url(v: str | None) -> str | None:
     return v
 
 
+# `usage --by X` / `--X value` dimensions (usage.ledger.BY_COLUMNS) that may have an index.
+IndexDimension = Literal[
+    "key", "user", "project", "env", "session", "agent", "group", "target", "model", "day"
+]
+
+
 class LedgerSection(_Strict):
     url: str | None = None  # None: sqlite in the state dir
     enabled: bool = True
     queue_max: int = Field(10000, ge=1)
     batch_max: int = Field(500, ge=1)
     flush_interval_s: float = Field(0.5, gt=0, le=60)
+    # Dimensions whose filtered reports get an index of their own (none by default: see
+    # docs/accounting.md, "Indexes"); time ranges always have one.
+    indexes: list[IndexDimension] = Field(default_factory=list)
 
     _check_url = field_validator("url")(_store_url)
 

@@ -14,10 +14,11 @@ import operator
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .. import log
-from ._db import TRANSIENT_ERRORS, Database, migrate
+from ._db import TRANSIENT_ERRORS, Database, Tx, migrate
 from ._schema import COMPONENT, MIGRATIONS
 from .record import COLUMNS, UsageRecord
 
@@ -49,9 +50,19 @@ _ROWS_STEP = 50  # batch sizes are multiples of this (except the last ones at cl
 
 class Ledger:
     def __init__(
-        self, db: Database, *, queue_max: int = 10000, batch_max: int = 500, flush_interval_s: float = 0.5
+        self,
+        db: Database,
+        *,
+        queue_max: int = 10000,
+        batch_max: int = 500,
+        flush_interval_s: float = 0.5,
+        indexes: Sequence[str] = (),
     ) -> None:
+        unknown = [name for name in indexes if name not in BY_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown index dimension {unknown[0]!r}; one of {', '.join(BY_COLUMNS)}")
         self.db = db
+        self._indexes = frozenset(indexes)
         self._queue_max = max(1, queue_max)
         self._batch_max = max(1, batch_max)
         self._flush_interval_s = max(0.001, flush_interval_s)
@@ -70,13 +81,20 @@ class Ledger:
 
     @classmethod
     def from_url(
-        cls, url: str, *, queue_max: int = 10000, batch_max: int = 500, flush_interval_s: float = 0.5
+        cls,
+        url: str,
+        *,
+        queue_max: int = 10000,
+        batch_max: int = 500,
+        flush_interval_s: float = 0.5,
+        indexes: Sequence[str] = (),
     ) -> Ledger:
         return cls(
             Database.from_url(url),
             queue_max=queue_max,
             batch_max=batch_max,
             flush_interval_s=flush_interval_s,
+            indexes=indexes,
         )
 
     # -- request path ------------------------------------------------------------------------------
@@ -144,6 +162,7 @@ class Ledger:
                 if conn is None:
                     conn = self.db.connect()
                     migrate(self.db, conn, COMPONENT, MIGRATIONS)
+                    self._sync_indexes(conn)
                 written = self._write_batch(conn, batch)
             except Exception as exc:  # the store is down, locked, unreachable or not ready
                 conn = _close_quietly(conn)
@@ -182,6 +201,24 @@ class Ledger:
                 )
                 dropped_reported, last_drop_log = self.dropped, now
         _close_quietly(conn)
+
+    def _sync_indexes(self, conn: Any) -> None:
+        """Make the per-dimension indexes the configured ones: each listed dimension has
+        usage_records_by_<dimension> on (column, ts), and the others have none (every index is
+        paid for by every row the writer inserts, on the gateway's core)."""
+        with Tx(self.db, conn, immediate=True):
+            if self.db.dialect == "postgres":
+                # Workers starting together take turns (CREATE INDEX IF NOT EXISTS can race).
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", ("sluicegate_indexes:" + COMPONENT,)
+                )
+            for name, col in BY_COLUMNS.items():
+                if name in self._indexes:
+                    conn.execute(
+                        f"CREATE INDEX IF NOT EXISTS usage_records_by_{name} ON usage_records ({col}, ts)"
+                    )
+                else:
+                    conn.execute(f"DROP INDEX IF EXISTS usage_records_by_{name}")
 
     def _take(self, stopping: bool) -> list[UsageRecord]:
         dq, out = self._dq, []
