@@ -38,12 +38,23 @@ BY_COLUMNS: dict[str, str] = {
 _FIELD_OF = {col: field for field, col in COLUMNS}
 _FIELDS = tuple(field for field, _ in COLUMNS)
 _BACKOFF_MAX_S = 5.0
-# Bound parameters one statement may carry: SQLite's limit since 3.32 (999 before), and the
-# PostgreSQL wire protocol's.
-_MAX_PARAMS = {
-    "sqlite": 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999,
-    "postgres": 65535,
-}
+# Bound parameters one SQLite statement may carry: the limit since 3.32 (999 before).
+_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# PostgreSQL: each batch is COPYed into a session's temporary table and moved from there with
+# the same ON CONFLICT guard, since COPY itself has none. A multi-row VALUES statement, as on
+# SQLite, cost the gateway's CPU more than the database's: psycopg parses a statement over 4 KB
+# for its placeholders on every execute, in Python (~120 us a row, measured); COPY's rows are
+# formatted in C (~7 us a row, with the row built; an unnest() of column arrays ~10-15).
+_PG_COLUMNS = ", ".join(["day", *(col for _, col in COLUMNS)])
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS usage_records_staging ON COMMIT DELETE ROWS"
+    f" AS SELECT {_PG_COLUMNS} FROM usage_records WITH NO DATA"
+)
+_PG_COPY = f"COPY usage_records_staging ({_PG_COLUMNS}) FROM STDIN"
+_PG_MERGE = (
+    f"INSERT INTO usage_records ({_PG_COLUMNS}) SELECT {_PG_COLUMNS} FROM usage_records_staging"
+    " ON CONFLICT (request_id, ts) DO NOTHING"
+)
 _DROP_LOG_EVERY_S = 10.0
 _ROWS_STEP = 50  # batch sizes are multiples of this (except the last ones at close)
 
@@ -233,13 +244,13 @@ class Ledger:
             out.append(dq.popleft())
         return out
 
-    def _insert_sql(self, rows: int) -> str:
-        """One INSERT for `rows` records (cached per count)."""
+    def _sqlite_insert_sql(self, rows: int) -> str:
+        """One INSERT for `rows` records on SQLite (cached per count)."""
         sql = self._insert_sqls.get(rows)
         if sql is None:
             cols = ", ".join(["day", *(col for _, col in COLUMNS)])
             one = "(" + ", ".join("?" for _ in range(len(COLUMNS) + 1)) + ")"
-            sql = self.db.sql(
+            sql = (
                 f"INSERT INTO usage_records ({cols}) VALUES {', '.join([one] * rows)}"
                 " ON CONFLICT (request_id, ts) DO NOTHING"
             )
@@ -252,22 +263,24 @@ class Ledger:
         # take-back waits out the interpreter's switch interval (5 ms). executemany paid that
         # once per record (measured: 8 ms a row against a busy thread, 16 us idle); one
         # statement per few hundred rows pays it once per statement.
-        per_statement = max(1, _MAX_PARAMS[self.db.dialect] // (len(COLUMNS) + 1))
         if self.db.dialect == "sqlite":
+            per_statement = max(1, _SQLITE_MAX_PARAMS // (len(COLUMNS) + 1))
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for i in range(0, len(batch), per_statement):
                     part = batch[i : i + per_statement]
-                    conn.execute(self._insert_sql(len(part)), [v for rec in part for v in _row(rec)])
+                    conn.execute(self._sqlite_insert_sql(len(part)), [v for rec in part for v in _row(rec)])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         else:
             with conn.transaction(), conn.cursor() as cur:
-                for i in range(0, len(batch), per_statement):
-                    part = batch[i : i + per_statement]
-                    cur.execute(self._insert_sql(len(part)), [v for rec in part for v in _row(rec)])
+                cur.execute(_PG_STAGE)
+                with cur.copy(_PG_COPY) as copy:
+                    for rec in batch:
+                        copy.write_row(_row(rec))
+                cur.execute(_PG_MERGE)
 
     def _write_batch(self, conn: Any, batch: list[UsageRecord]) -> int:
         """Write the batch; if the store refuses a row, write the others one by one and drop it."""
