@@ -10,9 +10,11 @@
 //! method name, so the rules for those stay in one place.
 use std::time::Instant;
 
+use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
+use pyo3::PyTraverseError;
 
 use crate::exchange::Exchange;
 
@@ -39,6 +41,21 @@ impl ProtocolCore {
             received: false,
             last_rx: None,
         }
+    }
+
+    // The sink is a closure of the request, which may reach this connection again: the cycle
+    // collector has to see these references, as it saw them when they were Python attributes.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.exchange)?;
+        visit.call(&self.sink)?;
+        visit.call(&self.sent_type)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.exchange = None;
+        self.sink = None;
+        self.sent_type = None;
     }
 
     /// The response being read; None between requests.

@@ -150,3 +150,23 @@ def test_the_idle_timer_counts_from_the_last_bytes(loop: Any) -> None:
     time.sleep(0.06)
     conn._on_timer()
     assert conn.error is not None and "no data for 0.05 s" in str(conn.error)
+
+
+def test_a_cycle_through_the_native_fields_is_collected(loop: Any) -> None:
+    # A request's sink closure can reach its connection again; with the references held in
+    # Rust, only ProtocolCore's __traverse__ lets the cycle collector see them.
+    import gc
+
+    freed: list[bool] = []
+
+    class Watched(UpstreamConnection):
+        __slots__ = ()
+
+        def __del__(self) -> None:
+            freed.append(True)
+
+    conn = Watched(loop)
+    conn.sink = lambda data, conn=conn: conn  # conn -> sink -> conn
+    del conn
+    gc.collect()
+    assert freed == [True]
