@@ -17,11 +17,16 @@ from typing import Any
 from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
 from granian.http import HTTP1Settings
 from granian.server import Server
+from sluicegate import allocator
 
 _ENUMS = {"loop": Loops, "runtime_mode": RuntimeModes, "task_impl": TaskImpl, "http": HTTPModes}
 
 
 def main() -> None:
+    # The allocator `sluicegate serve --malloc auto` picks, so variants compare like with like.
+    env = allocator.reexec_env(os.environ.get("SLUICEGATE_MALLOC", "auto"), dict(os.environ))
+    if env is not None:
+        allocator.reexec(sys.argv[1:], env, script=str(Path(__file__).resolve()))
     config, port, overrides = (
         sys.argv[1],
         int(sys.argv[2]),

@@ -77,3 +77,23 @@ def test_malloc_system_leaves_the_process_alone() -> None:
         assert "PYTHONMALLOC" not in env and "jemalloc_bg_thd" not in threads
     finally:
         gw.stop()
+
+
+def test_the_reexecuted_command_keeps_the_interpreters_flags() -> None:
+    import subprocess
+    import sys
+
+    probe = "from sluicegate import allocator; print(allocator.reexec_argv(['serve', '--port', '1']))"
+    out = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-W", "error::ResourceWarning", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    argv = eval(out)  # a printed list of strings
+    assert argv[0] == sys.executable
+    line = " ".join(argv)
+    assert "-X faulthandler" in line and "-Werror::ResourceWarning" in line
+    assert argv[-5:] == ["-m", "sluicegate.cli", "serve", "--port", "1"]
+    script = allocator.reexec_argv(["a"], script="/x/serve_variant.py")
+    assert script[-2:] == ["/x/serve_variant.py", "a"]

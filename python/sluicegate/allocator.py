@@ -69,11 +69,24 @@ def reexec_env(mode: str, environ: dict[str, str]) -> dict[str, str] | None:
     return env
 
 
-def reexec(argv: Sequence[str], env: dict[str, str]) -> None:
+def reexec_argv(argv: Sequence[str], script: str | None = None) -> list[str]:
+    """The command line of the re-executed process: this interpreter with the same flags (-X,
+    -W, -O, ...; the environment carries the PYTHON* variables), then `-m sluicegate.cli` and
+    `argv`, or `script` and `argv`."""
+    import subprocess
+    import sys
+
+    # The stdlib's own rebuild of the interpreter's flags, as multiprocessing uses for its children.
+    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    head = [script] if script is not None else ["-m", "sluicegate.cli"]
+    return [sys.executable, *flags, *head, *argv]
+
+
+def reexec(argv: Sequence[str], env: dict[str, str], script: str | None = None) -> None:
     """Replace this process (same pid, so signals and container init are unaffected)."""
     import sys
 
-    os.execve(sys.executable, [sys.executable, "-m", "sluicegate.cli", *argv], env)
+    os.execve(sys.executable, reexec_argv(argv, script), env)
 
 
 def start_background_purge() -> bool:
