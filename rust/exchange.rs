@@ -452,7 +452,7 @@ impl Exchange {
 
     #[getter]
     fn head_complete(&self) -> bool {
-        self.core.head().is_some()
+        self.has_head()
     }
 
     #[getter]
@@ -485,7 +485,7 @@ impl Exchange {
 
     #[getter]
     fn done(&self) -> bool {
-        self.core.done()
+        self.is_done()
     }
 
     #[getter]

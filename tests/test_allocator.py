@@ -80,6 +80,7 @@ def test_malloc_system_leaves_the_process_alone() -> None:
 
 
 def test_the_reexecuted_command_keeps_the_interpreters_flags() -> None:
+    import ast
     import subprocess
     import sys
 
@@ -90,7 +91,7 @@ def test_the_reexecuted_command_keeps_the_interpreters_flags() -> None:
         text=True,
         check=True,
     ).stdout
-    argv = eval(out)  # a printed list of strings
+    argv = ast.literal_eval(out)  # a printed list of strings
     assert argv[0] == sys.executable
     line = " ".join(argv)
     assert "-X faulthandler" in line and "-Werror::ResourceWarning" in line

@@ -79,10 +79,22 @@ def test_bounded_queue_drops_and_counts(tmp_path: Path) -> None:
     assert ledger.written == 100 and _count(tmp_path / "u.db") == 100
 
 
+def _store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh store of either kind for the tests parametrized over both."""
+    return f"sqlite:///{tmp_path}/u.db" if store == "sqlite" else str(request.getfixturevalue("pg_db_url"))
+
+
+def _usage_indexes(store: str, conn: Any) -> set[str]:
+    if store == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records'"
+    else:
+        sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'usage_records' AND indexname != 'usage_records_pkey'"
+    return {r[0] for r in conn.execute(sql)}
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_every_field_round_trips(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path}/u.db" if store == "sqlite" else request.getfixturevalue("pg_db_url")
-    ledger = Ledger.from_url(url)
+    ledger = Ledger.from_url(_store_url(store, tmp_path, request))
     price = Price(3.0, 15.0, 3.75, 0.3)
     r = rec(
         1,
@@ -230,8 +242,7 @@ def test_a_version_2_store_moves_to_the_time_first_retry_guard(
     from sluicegate.usage._db import Database, migrate
     from sluicegate.usage._schema import COMPONENT, MIGRATIONS
 
-    url = f"sqlite:///{tmp_path}/old.db" if store == "sqlite" else request.getfixturevalue("pg_db_url")
-    db = Database.from_url(url)
+    db = Database.from_url(_store_url(store, tmp_path, request))
     conn = db.connect()
     migrate(db, conn, COMPONENT, MIGRATIONS[:2])  # a store written before version 3
     ledger = Ledger(db)
@@ -250,18 +261,14 @@ def test_a_version_2_store_moves_to_the_time_first_retry_guard(
 
     conn = db.connect()
     try:
+        names = _usage_indexes(store, conn)
         if store == "sqlite":
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
             cols = [r[2] for r in conn.execute("PRAGMA index_info(usage_records_ts_request)")]
             plan = " ".join(
                 str(r) for r in conn.execute("EXPLAIN QUERY PLAN SELECT * FROM usage_records WHERE ts > 0")
             )
             assert "usage_records_ts_request" in plan
         else:
-            names = {
-                r[0]
-                for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'usage_records'")
-            }
             (defn,) = conn.execute(
                 "SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_records_ts_request'"
             ).fetchone()
@@ -270,14 +277,6 @@ def test_a_version_2_store_moves_to_the_time_first_retry_guard(
         conn.close()
     assert cols == ["ts", "request_id"]
     assert "usage_records_request" not in names and "usage_records_ts" not in names
-
-
-def _usage_indexes(store: str, conn: Any) -> set[str]:
-    if store == "sqlite":
-        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records'"
-    else:
-        sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'usage_records' AND indexname != 'usage_records_pkey'"
-    return {r[0] for r in conn.execute(sql)}
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
@@ -289,8 +288,7 @@ def test_dimension_indexes_are_the_configured_ones(
     from sluicegate.usage._db import Database, migrate
     from sluicegate.usage._schema import COMPONENT, MIGRATIONS
 
-    url = f"sqlite:///{tmp_path}/old.db" if store == "sqlite" else request.getfixturevalue("pg_db_url")
-    db = Database.from_url(url)
+    db = Database.from_url(_store_url(store, tmp_path, request))
     conn = db.connect()
     migrate(db, conn, COMPONENT, MIGRATIONS[:3])  # a version-3 store: version 1's six dimension indexes
     assert "usage_records_user" in _usage_indexes(store, conn)

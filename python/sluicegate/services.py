@@ -144,9 +144,13 @@ class Services:
         admin: AdminSection | None = _section(AdminSection, ops.get("admin"))
         self.admin_token = admin.token if admin else None
         self._key_cache: dict[str, tuple[Any, StoreKeyInfo]] = {}
-        # LimitSpec per key / project / group object, by identity: the objects live as long as
-        # their key-store entry or config, so a changed limit comes as a new object.
-        self._spec_cache: dict[int, tuple[Any, LimitSpec]] = {}
+        # The limits of projects and model groups, built once from the config (a key's own are
+        # its KeyInfo's `limit_spec`).
+        lim = self.limits_section
+        projects = lim.projects if lim is not None else {}
+        groups = lim.groups if lim is not None else {}
+        self._project_specs = {name: LimitSpec.of(p, label=f"project {name}") for name, p in projects.items()}
+        self._group_specs = {name: LimitSpec.of(g, label=f"model group {name}") for name, g in groups.items()}
 
         state_dir().mkdir(parents=True, exist_ok=True)
         ls = self.ledger_section
@@ -202,15 +206,13 @@ class Services:
     async def admit(self, ctx: RequestContext, key: KeyInfo, group: str) -> None:
         """Raise the API's rate-limit / budget error when a limit says no; else remember the admission."""
         scopes: list[tuple[str, LimitSpec]] = []
-        kspec = self._limit_spec(key, "key", key.name)
+        kspec = key.limit_spec
         if not kspec.empty:
             scopes.append(("key:" + key.key_id, kspec))
-        ls = self.limits_section
-        if ls is not None:
-            if key.project and (p := ls.projects.get(key.project)) is not None:
-                scopes.append(("project:" + key.project, self._limit_spec(p, "project", key.project)))
-            if (g := ls.groups.get(group)) is not None:
-                scopes.append(("group:" + group, self._limit_spec(g, "model group", group)))
+        if key.project and (pspec := self._project_specs.get(key.project)) is not None:
+            scopes.append(("project:" + key.project, pspec))
+        if (gspec := self._group_specs.get(group)) is not None:
+            scopes.append(("group:" + group, gspec))
         if not scopes:
             return
         if self._budget_seed is not None:
@@ -225,16 +227,6 @@ class Services:
         if adm.reason == "limits_unavailable":
             raise GatewayError(503, adm.message, "api_error", [("retry-after", adm.retry_after_header)])
         raise GatewayError(429, adm.message, "rate_limit_error", [("retry-after", adm.retry_after_header)])
-
-    def _limit_spec(self, source: Any, kind: str, name: str) -> LimitSpec:
-        cached = self._spec_cache.get(id(source))
-        if cached is not None and cached[0] is source:
-            return cached[1]
-        spec = LimitSpec.of(source, label=f"{kind} {name}")
-        if len(self._spec_cache) > 100_000:
-            self._spec_cache.clear()
-        self._spec_cache[id(source)] = (source, spec)
-        return spec
 
     async def _apply_budget_seed(self, scopes: list[tuple[str, LimitSpec]]) -> None:
         """Hand the ledger's spend to the limiter once it is loaded; a budgeted request in the

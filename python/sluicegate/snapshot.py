@@ -16,6 +16,7 @@ import orjson
 
 from . import _native
 from .config._env import MissingEnv, resolve_tree
+from .limits.spec import LimitSpec
 from .upstream import Origin, Pool, pool_for
 from .usage.pricing import Price
 
@@ -92,6 +93,11 @@ class KeyInfo:
     max_concurrent: int | None = None
     budget_usd: float | None = None
     budget_period: str | None = None
+    # Built once with the key (a changed key is a new KeyInfo), not on every request.
+    limit_spec: LimitSpec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.limit_spec = LimitSpec.of(self, label=f"key {self.name}")
 
     def may_use(self, group: str) -> bool:
         return self.allowed is None or group in self.allowed
