@@ -7,6 +7,7 @@ CONFIG ?= examples/sluicegate.yaml
 
 # Build the Rust extension and install the package with its test tools (idempotent).
 install:
+	bash scripts/build-deps.sh
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 serve: install

@@ -169,7 +169,11 @@ def gateway_config(mock_port: int, off: set[str]) -> dict[str, Any]:
         "models": models,
         "keys": [{"name": "bench", "token": TOKEN, "user": "bench", "models": ["*"]}],
         "server": {"access_log": "access_log" not in off},
-        "ledger": {"enabled": "ledger" not in off},
+        # native_writer only when off, so a --compare tree from before the option still starts.
+        "ledger": {
+            "enabled": "ledger" not in off,
+            **({"native_writer": False} if "native_writer" in off else {}),
+        },
         "metrics": {"enabled": "metrics" not in off},
     }
 

@@ -367,3 +367,21 @@ def test_batches_come_in_steps_of_a_few_sizes_and_close_takes_the_rest(tmp_path:
     for i in range(_ROWS_STEP + 7):
         ledger.submit(rec(1000 + i))
     assert len(ledger._take(stopping=True)) == _ROWS_STEP + 7  # closing: everything
+
+
+def test_the_writer_thread_is_named_for_the_os(tmp_path: Path) -> None:
+    # `top -H` / `ps -L` / the accounting probe tell the writer from the event loop by this name.
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db")
+    ledger.start()
+    try:
+        assert ledger._thread is not None
+        deadline = time.monotonic() + 5
+        comm = ""
+        while comm != "sluicegate-ledg" and time.monotonic() < deadline:
+            tid = ledger._thread.native_id
+            comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            time.sleep(0.01)
+        assert comm == "sluicegate-ledg"
+    finally:
+        ledger.close()
+    assert Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip() != "sluicegate-ledg"

@@ -1,6 +1,6 @@
 """sluicegate's native hot path (Rust, PyO3): request inspection, upstream heads, response relay."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Self, final
 
 from typing_extensions import disjoint_base
@@ -14,6 +14,7 @@ __all__ = [
     "HeadTemplate",
     "ProtocolCore",
     "RequestInfo",
+    "SqliteLedgerWriter",
     "StreamTranslator",
     "__version__",
     "anthropic_error_to_openai",
@@ -26,6 +27,8 @@ __all__ = [
     "openai_request_to_anthropic",
     "openai_response_to_anthropic",
     "replace_model",
+    "sqlite_libversion_address",
+    "sqlite_version",
 ]
 
 __version__: str
@@ -213,6 +216,30 @@ class ProtocolCore:
     def _learn_sent_type(self, kind: type) -> None:
         """A send result of this type needs nothing more: data_received stops asking `_sent`."""
     def data_received(self, data: bytes) -> None: ...
+
+# -- the ledger's SQLite writer (rust/ledger.rs) ------------------------------------------------
+
+@final
+class SqliteLedgerWriter:
+    """One connection to a migrated SQLite ledger. `inserts` are (rows, an INSERT of that many
+    rows), one of them of one row; each row's parameters are the UTC day ("YYYY-MM-DD") of the
+    first field, the unix time, then `fields` read from the record in order. Errors are the
+    sqlite3 module's own exception classes (OverflowError for an int past 64 bits)."""
+
+    def __new__(
+        cls, path: str, inserts: list[tuple[int, str]], fields: list[str], busy_timeout_ms: int
+    ) -> Self: ...
+    def write(self, records: Sequence[object]) -> int:
+        """All records in one transaction, or none; their count. The values are read with the
+        GIL held, the SQLite work is done without it."""
+    def close(self) -> None:
+        """Close the connection; a write after it raises sqlite3.ProgrammingError."""
+
+def sqlite_libversion_address() -> int:
+    """The address of `sqlite3_libversion` in the SQLite this extension runs on."""
+
+def sqlite_version() -> str:
+    """That SQLite's version, e.g. "3.40.1"."""
 
 # -- translators (rust/translate/py.rs) ---------------------------------------------------------
 # Usage tuples are (input, output, cache_creation, cache_read), Anthropic's breakdown:

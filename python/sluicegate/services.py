@@ -164,6 +164,7 @@ class Services:
                     "batch_max": ls.batch_max,
                     "flush_interval_s": ls.flush_interval_s,
                     "indexes": ls.indexes,
+                    "native_writer": ls.native_writer,
                 }
             self.ledger = Ledger.from_url(ledger_url(ls), **kw)
         self.ledger.start()

@@ -55,6 +55,9 @@ class LedgerSection(_Strict):
     # Dimensions whose filtered reports get an index of their own (none by default: see
     # docs/accounting.md, "Indexes"); time ranges always have one.
     indexes: list[IndexDimension] = Field(default_factory=list)
+    # SQLite rows written by the native extension when it shares the sqlite3 module's SQLite
+    # library (docs/accounting.md, "The writer"); false: always the sqlite3 module's driver.
+    native_writer: bool = True
 
     _check_url = field_validator("url")(_store_url)
 

@@ -31,6 +31,10 @@ except ImportError:  # pragma: no cover - psycopg is only needed for postgresql:
     psycopg = None  # type: ignore[assignment]
 
 
+# How long a connection waits for another's lock before the store counts as busy.
+DEFAULT_TIMEOUT_S = 5.0
+
+
 class StoreURLError(ValueError):
     pass
 
@@ -59,7 +63,7 @@ class Database:
     def display(self) -> str:
         return redact(self.url)
 
-    def connect(self, *, timeout_s: float = 5.0) -> Any:
+    def connect(self, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
         if self.dialect == "sqlite":
             assert self.path is not None
             self.path.parent.mkdir(parents=True, exist_ok=True)

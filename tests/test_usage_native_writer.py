@@ -1,0 +1,158 @@
+"""The ledger's native SQLite writer (rust/ledger.rs) on real SQLite files: it runs on the sqlite3
+module's own SQLite library, stores exactly what the driver stores, fails with the driver's
+exception classes, and lands a batch whole or not at all."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sluicegate import _native
+from sluicegate.usage import Ledger, UsageRecord, native_sqlite
+from sluicegate.usage._db import TRANSIENT_ERRORS
+from sluicegate.usage.ledger import _FIELDS
+from test_usage_ledger import rec
+
+
+def _rows(path: Path) -> list[tuple[Any, ...]]:
+    """Every stored value with its SQLite type, in insertion order, without the row id."""
+    with sqlite3.connect(path) as c:
+        cols = [r[1] for r in c.execute("PRAGMA table_info(usage_records)") if r[1] != "id"]
+        select = ", ".join(f"{col}, typeof({col})" for col in cols)
+        return c.execute(f"SELECT {select} FROM usage_records ORDER BY id").fetchall()
+
+
+def _writer(tmp_path: Path, busy_timeout_ms: int = 50) -> tuple[Any, Path]:
+    """A migrated store and a native writer on it, as the ledger builds them."""
+    path = tmp_path / "u.db"
+    ledger = Ledger.from_url(f"sqlite:///{path}")
+    writer = ledger._connect()
+    writer.close()
+    inserts = [(n, ledger._sqlite_insert_sql(n)) for n in (3, 1)]
+    return _native.SqliteLedgerWriter(str(path), inserts, list(_FIELDS), busy_timeout_ms), path
+
+
+def _varied() -> list[UsageRecord]:
+    return [
+        rec(1, ts=0.0),  # the first second of 1970
+        rec(2, ts=86_399.999, key_name=None, user=None, session_id=None),  # its last
+        rec(3, ts=951_782_400.0, stream=False, client_disconnected=True),  # 2000-02-29
+        rec(4, ts=1_798_761_599.5, usage_estimated=True, error_type="overloaded_error"),
+        rec(5, ts=1_798_761_600.0, cost_usd=1e-12, upstream_cost_usd=0.0, ttfb_ms=0.25),
+        rec(6, ts=1_800_000_000.125, key_name="équipe-β ✓", project="日本", input_tokens=2**62),
+        rec(7, ts=1_800_000_001.0, status=529, image_count=3, duration_ms=12345.678),
+    ]
+
+
+def test_it_runs_on_the_sqlite_library_of_the_sqlite3_module(tmp_path: Path) -> None:
+    assert native_sqlite.shared_sqlite()
+    assert _native.sqlite_version() == sqlite3.sqlite_version
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db")
+    ledger.submit(rec(1))
+    ledger.close()
+    assert ledger.writer == "native" and ledger.written == 1
+
+
+def test_it_stores_what_the_driver_stores(tmp_path: Path) -> None:
+    stored = {}
+    for native in (True, False):
+        path = tmp_path / f"{native}.db"
+        ledger = Ledger.from_url(f"sqlite:///{path}", native_writer=native)
+        for r in _varied():
+            ledger.submit(r)
+        ledger.close()
+        assert ledger.writer == ("native" if native else "python") and ledger.written == 7
+        stored[native] = _rows(path)
+    assert len(stored[True]) == 7
+    assert stored[True] == stored[False]
+    days = [row[2] for row in stored[True]]  # (ts, its type, day, ...): v1's column order
+    assert days == [
+        "1970-01-01",
+        "1970-01-01",
+        "2000-02-29",
+        "2026-12-31",
+        "2027-01-01",
+        "2027-01-15",
+        "2027-01-15",
+    ]
+
+
+def test_a_retried_batch_adds_nothing(tmp_path: Path) -> None:
+    writer, path = _writer(tmp_path)
+    batch = [rec(1, ts=100.0), rec(2, ts=101.0)]
+    assert writer.write(batch) == 2
+    assert writer.write(batch) == 2
+    writer.close()
+    assert len(_rows(path)) == 2
+
+
+def test_a_batch_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    writer, path = _writer(tmp_path)
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+        writer.write([rec(1), rec(2, status=None)])
+    assert _rows(path) == []
+    assert writer.write([rec(1)]) == 1  # the failed transaction was rolled back, not left open
+    writer.close()
+    assert len(_rows(path)) == 1
+
+
+def test_an_unsupported_value_is_the_drivers_programming_error(tmp_path: Path) -> None:
+    writer, path = _writer(tmp_path)
+    with pytest.raises(sqlite3.ProgrammingError, match="type 'list' is not supported"):
+        writer.write([rec(1, key_name=["not", "a", "string"])])
+    with pytest.raises(OverflowError):
+        writer.write([rec(2, input_tokens=2**64)])
+    writer.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        writer.write([rec(3)])
+    assert _rows(path) == []
+
+
+def test_a_locked_store_is_a_transient_error_and_the_batch_lands_after(tmp_path: Path) -> None:
+    writer, path = _writer(tmp_path, busy_timeout_ms=50)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+    with pytest.raises(sqlite3.OperationalError, match="locked") as caught:
+        writer.write([rec(1)])
+    assert isinstance(caught.value, TRANSIENT_ERRORS)
+    other.execute("ROLLBACK")
+    other.close()
+    assert writer.write([rec(1)]) == 1
+    writer.close()
+    assert len(_rows(path)) == 1
+
+
+def test_the_ledger_drops_a_rejected_row_alone(tmp_path: Path) -> None:
+    path = tmp_path / "u.db"
+    ledger = Ledger.from_url(f"sqlite:///{path}")
+    for r in (rec(1), rec(2, status=None), rec(3), rec(4, user=object())):
+        ledger.submit(r)
+    ledger.close()
+    assert ledger.writer == "native"
+    assert ledger.written == 2 and ledger.dropped == 2
+    assert [row[4] for row in _rows(path)] == ["req-1", "req-3"]  # (ts, type, day, type, request_id, ...)
+
+
+def test_without_a_shared_sqlite_the_driver_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python on a SQLite of its own (an embedded copy): the extension's must not touch the file.
+    monkeypatch.setattr(native_sqlite._native, "sqlite_libversion_address", lambda: 0)
+    native_sqlite.shared_sqlite.cache_clear()
+    try:
+        assert not native_sqlite.shared_sqlite()
+        ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db")
+        ledger.submit(rec(1))
+        ledger.close()
+    finally:
+        native_sqlite.shared_sqlite.cache_clear()
+    assert ledger.writer == "python" and ledger.written == 1
+
+
+def test_the_config_switch_reaches_the_ledger() -> None:
+    from sluicegate.config.ops_sections import LedgerSection
+
+    assert LedgerSection().native_writer is True
+    assert LedgerSection.model_validate({"native_writer": False}).native_writer is False
+    assert Ledger.from_url("sqlite:///unused.db", native_writer=False).writer == "python"
+    assert Ledger.from_url("postgresql://u@127.0.0.1/db").writer == "python"
