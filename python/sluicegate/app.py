@@ -73,6 +73,13 @@ def _settle_gc(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(_GC_SWEEP_S, sweep)
 
 
+def _decimals(x: float, scale: float) -> float:
+    """x (>= 0) rounded to 1/scale, for the access line: what round(x, n) gives but at ~0.1 us
+    instead of ~0.6 (round formats through a decimal string), three times a request. The
+    quotient is the double nearest the decimal, so orjson prints it with no more digits."""
+    return int(x * scale + 0.5) / scale
+
+
 def _not_allowed(method: str, path: str) -> GatewayError:
     return GatewayError(405, f"method {method} not allowed on {path}")
 
@@ -399,13 +406,15 @@ class Gateway:
     async def finish(self, ctx: RequestContext, snap: Snapshot | None) -> None:
         duration = time.perf_counter() - ctx.t0
         if self.services is not None:
-            await self.services.request_done(ctx, duration)
+            settling = self.services.request_done(ctx, duration)
+            if settling is not None:
+                await settling
         if snap is not None and not snap.server["access_log"]:
             return
         key = ctx.key
         u = ctx.usage
         line = {
-            "ts": round(ctx.ts, 3),
+            "ts": _decimals(ctx.ts, 1000.0),
             "event": "request",
             "request_id": ctx.request_id,
             "endpoint": ctx.endpoint,
@@ -418,8 +427,8 @@ class Gateway:
             "upstream_model": ctx.upstream_model,
             "status": ctx.status,
             "stream": ctx.stream,
-            "ttfb_ms": round(ctx.ttfb * 1000, 2) if ctx.ttfb is not None else None,
-            "duration_ms": round(duration * 1000, 2),
+            "ttfb_ms": _decimals(ctx.ttfb * 1000, 100.0) if ctx.ttfb is not None else None,
+            "duration_ms": _decimals(duration * 1000, 100.0),
             "input_tokens": u[0],
             "output_tokens": u[1],
             "cache_creation_tokens": u[2],

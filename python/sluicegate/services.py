@@ -14,6 +14,7 @@ import fnmatch
 import os
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
 
@@ -262,54 +263,25 @@ class Services:
         )
 
     # -- end of request ----------------------------------------------------------------------------
-    async def request_done(self, ctx: RequestContext, duration_s: float) -> None:
+    def request_done(self, ctx: RequestContext, duration_s: float) -> Coroutine[Any, Any, None] | None:
+        """Metrics and the ledger's record of a finished request; what settles its limits, to
+        await, when it was admitted under any (a request under none needs no coroutine)."""
         u = ctx.usage
         price = ctx.price
         cost = cost_usd(price, u[0], u[1], u[2], u[3]) if price is not None else 0.0
-        adm = ctx.limit_admission
-        if adm is not None:
-            try:
-                await self.limiter.settle(adm, u[0] + u[1], cost)
-            except Exception as exc:  # never fail a finished request over accounting
-                log.warning("limiter settle failed", error=type(exc).__name__)
         if self.metrics_enabled:
             self.metrics.request_done(
                 ctx.group, ctx.target, ctx.status, ctx.ttfb, duration_s, u, cost, ctx.error_type
             )
-        key = ctx.key
-        self.ledger.submit(
-            UsageRecord(
-                ts=ctx.ts,
-                request_id=ctx.request_id,
-                endpoint=ctx.endpoint,
-                key_id=key.key_id if key else None,
-                key_name=key.name if key else None,
-                user=key.user if key else None,
-                project=key.project if key else None,
-                env=key.env if key else None,
-                group=ctx.group,
-                target=ctx.target,
-                upstream_model=ctx.upstream_model,
-                requested_model=ctx.requested_model,
-                session_id=ctx.session_id,
-                agent_id=ctx.agent_id,
-                parent_agent_id=ctx.parent_agent_id,
-                status=ctx.status,
-                stream=ctx.stream,
-                input_tokens=u[0],
-                output_tokens=u[1],
-                cache_creation_tokens=u[2],
-                cache_read_tokens=u[3],
-                image_count=ctx.image_count,
-                cost_usd=cost,
-                upstream_cost_usd=ctx.upstream_cost,
-                ttfb_ms=ctx.ttfb * 1000 if ctx.ttfb is not None else None,
-                duration_ms=duration_s * 1000,
-                error_type=ctx.error_type,
-                client_disconnected=ctx.client_disconnected,
-                usage_estimated=ctx.usage_estimated,
-            )
-        )
+        self.ledger.submit(usage_record(ctx, cost, duration_s))
+        adm = ctx.limit_admission
+        return self._settle(adm, u[0] + u[1], cost) if adm is not None else None
+
+    async def _settle(self, adm: Any, tokens: int, cost: float) -> None:
+        try:
+            await self.limiter.settle(adm, tokens, cost)
+        except Exception as exc:  # never fail a finished request over accounting
+            log.warning("limiter settle failed", error=type(exc).__name__)
 
     async def close(self) -> None:
         started = time.monotonic()
@@ -324,3 +296,41 @@ class Services:
             ledger_dropped=getattr(self.ledger, "dropped", None),
             seconds=round(time.monotonic() - started, 3),
         )
+
+
+def usage_record(ctx: RequestContext, cost: float, duration_s: float) -> UsageRecord:
+    """The ledger's record of a finished request. Positional, in UsageRecord's field order: a
+    call with its 29 fields by keyword cost ~2.4 us, as many as the rest of the ledger's work
+    on the event loop, against ~0.3 (measured); tests/test_services_record.py checks the order."""
+    key, u = ctx.key, ctx.usage
+    return UsageRecord(
+        ctx.ts,
+        ctx.request_id,
+        ctx.endpoint,
+        key.key_id if key else None,
+        key.name if key else None,  # key_name
+        key.user if key else None,
+        key.project if key else None,
+        key.env if key else None,
+        ctx.group,
+        ctx.target,
+        ctx.upstream_model,
+        ctx.requested_model,
+        ctx.session_id,
+        ctx.agent_id,
+        ctx.parent_agent_id,
+        ctx.status,
+        ctx.stream,
+        u[0],  # input_tokens
+        u[1],  # output_tokens
+        u[2],  # cache_creation_tokens
+        u[3],  # cache_read_tokens
+        ctx.image_count,
+        cost,  # cost_usd
+        ctx.upstream_cost,  # upstream_cost_usd
+        ctx.ttfb * 1000 if ctx.ttfb is not None else None,  # ttfb_ms
+        duration_s * 1000,  # duration_ms
+        ctx.error_type,
+        ctx.client_disconnected,
+        ctx.usage_estimated,
+    )
