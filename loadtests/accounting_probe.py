@@ -107,6 +107,10 @@ async def main_async(args: argparse.Namespace) -> None:
         fleet.targets["sluicegate-driver-ledger"] = fleet._gateway(
             "sluicegate-driver-ledger", 0, env, {"native_writer"}
         )
+        if args.twin:
+            # A second gateway of the first's config: how far two identical gateways differ.
+            fleet.targets["sluicegate-twin"] = fleet._gateway("sluicegate-twin", 0, env, set())
+            GATEWAYS["all on, twin"] = "sluicegate-twin"
         results: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
         gateways = list(GATEWAYS.items())
         for i in range(args.rounds):
@@ -145,6 +149,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds measured per run")
+    ap.add_argument("--twin", action="store_true", help="also a second all-on gateway, for the spread")
     asyncio.run(main_async(ap.parse_args()))
 
 
