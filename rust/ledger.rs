@@ -245,13 +245,16 @@ impl SqliteLedgerWriter {
                 let value = rec.getattr(field.bind(py))?;
                 if first {
                     first = false;
-                    let ts: f64 = value.extract().map_err(|_| {
-                        sqlite_exception(
-                            py,
-                            "ProgrammingError",
-                            "the first field (the unix time) is not a number",
-                        )
-                    })?;
+                    // Years 1-9999 only: past them the driver's day would not be a date either.
+                    let ts: f64 = value
+                        .extract()
+                        .ok()
+                        .filter(|ts: &f64| (-62_135_596_800.0..253_402_300_800.0).contains(ts))
+                        .ok_or_else(|| {
+                            let msg =
+                                "the first field (the unix time) is not a time in years 1-9999";
+                            sqlite_exception(py, "ProgrammingError", msg)
+                        })?;
                     let start = rows.text.len();
                     push_utc_day(ts, &mut rows.text);
                     rows.cells.push(Cell::Text(start, rows.text.len()));

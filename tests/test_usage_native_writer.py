@@ -104,6 +104,9 @@ def test_an_unsupported_value_is_the_drivers_programming_error(tmp_path: Path) -
         writer.write([rec(1, key_name=["not", "a", "string"])])
     with pytest.raises(OverflowError):
         writer.write([rec(2, input_tokens=2**64)])
+    for ts in (float("nan"), float("inf"), 1e300):
+        with pytest.raises(sqlite3.ProgrammingError, match="unix time"):
+            writer.write([rec(3, ts=ts)])
     writer.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         writer.write([rec(3)])
