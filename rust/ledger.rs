@@ -229,8 +229,8 @@ impl SqliteLedgerWriter {
     }
 
     fn close(&self, py: Python<'_>) {
-        let taken = py.detach(|| self.writer.lock().ok().and_then(|mut guard| guard.take()));
-        drop(taken);
+        // Closing the last connection checkpoints the WAL: not with the GIL held.
+        py.detach(|| drop(self.writer.lock().ok().and_then(|mut guard| guard.take())));
     }
 }
 
