@@ -107,6 +107,11 @@ async def main_async(args: argparse.Namespace) -> None:
         fleet.targets["sluicegate-driver-ledger"] = fleet._gateway(
             "sluicegate-driver-ledger", 0, env, {"native_writer"}
         )
+        if args.switches:
+            # One switch off at a time: which of the three the event loop's share belongs to.
+            for name in ("sluicegate-no-log", "sluicegate-no-metrics", "sluicegate-no-ledger"):
+                fleet.targets[name] = fleet._gateway(name, 0, env, ACCOUNTING[name])
+                GATEWAYS[name.removeprefix("sluicegate-no-") + " off"] = name
         if args.twin:
             # A second gateway of the first's config: how far two identical gateways differ.
             fleet.targets["sluicegate-twin"] = fleet._gateway("sluicegate-twin", 0, env, set())
@@ -150,6 +155,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds measured per run")
     ap.add_argument("--twin", action="store_true", help="also a second all-on gateway, for the spread")
+    ap.add_argument("--switches", action="store_true", help="also a gateway with each switch off on its own")
     asyncio.run(main_async(ap.parse_args()))
 
 
