@@ -33,10 +33,7 @@ GATEWAYS = {
     "all on, driver writer": "sluicegate-driver-ledger",
     "all off": "sluicegate-quiet",
 }
-SCENARIOS = [
-    Spec("c32-json1k", "anthropic", "json1k", 32, 6.0),
-    Spec("c32-stream50", "anthropic", "stream50", 32, 6.0),
-]
+SCENARIOS = [("c32-json1k", "json1k"), ("c32-stream50", "stream50")]  # name, pacing
 
 
 def thread_cpu(pids: list[int]) -> dict[str, float]:
@@ -100,6 +97,7 @@ async def main_async(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {1})
     fleet = Fleet(work, 0, 1, nginx=False, quiet_gw=False)
     env = {**os.environ, "SLUICEGATE_STATE_DIR": str(work / "state")}
+    labels = dict(GATEWAYS)  # table label -> gateway name, the optional ones added below
     try:
         fleet.targets["sluicegate-quiet"] = fleet._gateway(
             "sluicegate-quiet", 0, env, ACCOUNTING["sluicegate-quiet"]
@@ -111,16 +109,16 @@ async def main_async(args: argparse.Namespace) -> None:
             # One switch off at a time: which of the three the event loop's share belongs to.
             for name in ("sluicegate-no-log", "sluicegate-no-metrics", "sluicegate-no-ledger"):
                 fleet.targets[name] = fleet._gateway(name, 0, env, ACCOUNTING[name])
-                GATEWAYS[name.removeprefix("sluicegate-no-") + " off"] = name
+                labels[name.removeprefix("sluicegate-no-") + " off"] = name
         if args.twin:
             # A second gateway of the first's config: how far two identical gateways differ.
             fleet.targets["sluicegate-twin"] = fleet._gateway("sluicegate-twin", 0, env, set())
-            GATEWAYS["all on, twin"] = "sluicegate-twin"
+            labels["all on, twin"] = "sluicegate-twin"
         results: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
-        gateways = list(GATEWAYS.items())
+        gateways = list(labels.items())
+        specs = [Spec(name, "anthropic", pacing, 32, args.duration) for name, pacing in SCENARIOS]
         for i in range(args.rounds):
-            for spec in SCENARIOS:
-                spec.duration_s = args.duration
+            for spec in specs:
                 # Each round starts with the next gateway: none is always measured first.
                 for label, name in gateways[i % len(gateways) :] + gateways[: i % len(gateways)]:
                     used, count = await measure(fleet, spec, name)
@@ -131,8 +129,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "| scenario | gateway | event loop µs/req | other threads µs/req | ledger writer µs/row | whole µs/req |"
         )
         print("| --- | --- | --- | --- | --- | --- |")
-        for spec in SCENARIOS:
-            for label in GATEWAYS:
+        for spec in specs:
+            for label in labels:
                 runs = results[(spec.name, label)]
 
                 def per(key: str, by: str = "requests", runs: list[dict[str, float]] = runs) -> str:
