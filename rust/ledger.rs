@@ -190,10 +190,11 @@ impl SqliteLedgerWriter {
                 "fields: at least the unix time is needed",
             ));
         }
-        let timeout = Duration::from_millis(busy_timeout_ms);
+        // Writer::open refuses this too; here it gets a message that names the argument.
         if !inserts.iter().any(|(rows, _)| *rows == 1) {
             return Err(PyValueError::new_err("inserts: one of one row is needed"));
         }
+        let timeout = Duration::from_millis(busy_timeout_ms);
         let writer = py
             .detach(|| Writer::open(&path, inserts, timeout))
             .map_err(|e| to_py_err(py, e))?;
@@ -240,11 +241,9 @@ impl SqliteLedgerWriter {
         rows.cells.reserve(records.len() * rows.width);
         rows.text.reserve(records.len() * 160);
         for rec in records {
-            let mut first = true;
             for (i, field) in self.fields.iter().enumerate() {
                 let value = rec.getattr(field.bind(py))?;
-                if first {
-                    first = false;
+                if i == 0 {
                     // Years 1-9999 only: past them the driver's day would not be a date either.
                     let ts: f64 = value
                         .extract()

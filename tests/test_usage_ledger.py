@@ -84,6 +84,19 @@ def _store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> st
     return f"sqlite:///{tmp_path}/u.db" if store == "sqlite" else str(request.getfixturevalue("pg_db_url"))
 
 
+def _store_at_version(
+    version: int, store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Any, Any]:
+    """A fresh store of either kind migrated to `version` only, and a connection to it."""
+    from sluicegate.usage._db import Database, migrate
+    from sluicegate.usage._schema import COMPONENT, MIGRATIONS
+
+    db = Database.from_url(_store_url(store, tmp_path, request))
+    conn = db.connect()
+    migrate(db, conn, COMPONENT, [m for m in MIGRATIONS if m[0] <= version])
+    return db, conn
+
+
 def _usage_indexes(store: str, conn: Any) -> set[str]:
     if store == "sqlite":
         sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records'"
@@ -239,12 +252,10 @@ def test_a_version_2_store_moves_to_the_time_first_retry_guard(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    from sluicegate.usage._db import Database, migrate
+    from sluicegate.usage._db import migrate
     from sluicegate.usage._schema import COMPONENT, MIGRATIONS
 
-    db = Database.from_url(_store_url(store, tmp_path, request))
-    conn = db.connect()
-    migrate(db, conn, COMPONENT, MIGRATIONS[:2])  # a store written before version 3
+    db, conn = _store_at_version(2, store, tmp_path, request)  # a store written before version 3
     ledger = Ledger(db)
     ledger._write(conn, [rec(1, ts=100.0)])
     migrate(db, conn, COMPONENT, MIGRATIONS)
@@ -285,12 +296,7 @@ def test_dimension_indexes_are_the_configured_ones(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    from sluicegate.usage._db import Database, migrate
-    from sluicegate.usage._schema import COMPONENT, MIGRATIONS
-
-    db = Database.from_url(_store_url(store, tmp_path, request))
-    conn = db.connect()
-    migrate(db, conn, COMPONENT, MIGRATIONS[:3])  # a version-3 store: version 1's six dimension indexes
+    db, conn = _store_at_version(3, store, tmp_path, request)  # version 1's six dimension indexes
     assert "usage_records_user" in _usage_indexes(store, conn)
     conn.close()
 

@@ -152,7 +152,7 @@ def test_without_a_shared_sqlite_the_driver_writes(tmp_path: Path, monkeypatch: 
     assert ledger.writer == "python" and ledger.written == 1
 
 
-def test_the_config_switch_reaches_the_ledger() -> None:
+def test_the_config_switch_its_default_and_the_stores_it_applies_to() -> None:
     from sluicegate.config.ops_sections import LedgerSection
 
     assert LedgerSection().native_writer is True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import sqlite3
 
 from .. import _native
 
@@ -28,6 +27,4 @@ def shared_sqlite() -> bool:
         address = ctypes.cast(module.sqlite3_libversion, ctypes.c_void_p).value
     except (ImportError, AttributeError, OSError):
         return False
-    return (
-        address == _native.sqlite_libversion_address() and _native.sqlite_version() == sqlite3.sqlite_version
-    )
+    return address == _native.sqlite_libversion_address()
