@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString, PyTuple};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
@@ -166,13 +166,14 @@ impl Writer {
     }
 }
 
-/// `SqliteLedgerWriter(path, inserts, fields, busy_timeout_ms)`: `inserts` are (rows, INSERT of
-/// that many rows of `len(fields) + 1` parameters each), one of them of one row; a row's first
-/// parameter is the UTC day of the first field (the unix time), then the fields in order.
+/// `SqliteLedgerWriter(path, inserts, width, busy_timeout_ms)`: `inserts` are (rows, INSERT of
+/// that many rows of `width + 1` parameters each), one of them of one row. Records are tuples of
+/// `width` values; a row's first parameter is the UTC day of the first value (the unix time),
+/// then the values in order.
 #[pyclass(module = "sluicegate._native", frozen)]
 pub struct SqliteLedgerWriter {
     writer: Mutex<Option<Writer>>,
-    fields: Vec<Py<PyString>>,
+    width: usize,
 }
 
 #[pymethods]
@@ -182,12 +183,12 @@ impl SqliteLedgerWriter {
         py: Python<'_>,
         path: PathBuf,
         inserts: Vec<(usize, String)>,
-        fields: Vec<String>,
+        width: usize,
         busy_timeout_ms: u64,
     ) -> PyResult<Self> {
-        if fields.is_empty() {
+        if width == 0 {
             return Err(PyValueError::new_err(
-                "fields: at least the unix time is needed",
+                "width: at least the unix time is needed",
             ));
         }
         // Writer::open refuses this too; here it gets a message that names the argument.
@@ -200,17 +201,14 @@ impl SqliteLedgerWriter {
             .map_err(|e| to_py_err(py, e))?;
         Ok(SqliteLedgerWriter {
             writer: Mutex::new(Some(writer)),
-            fields: fields
-                .iter()
-                .map(|f| PyString::intern(py, f).unbind())
-                .collect(),
+            width,
         })
     }
 
     /// Insert one row per record in one transaction; the records' count. Raises the sqlite3
     /// module's own exception classes, so callers tell a busy store from a bad row as they do
     /// for its driver.
-    fn write(&self, py: Python<'_>, records: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+    fn write(&self, py: Python<'_>, records: Vec<Bound<'_, PyTuple>>) -> PyResult<usize> {
         let rows = self.extract(py, &records)?;
         let written = py.detach(|| match self.writer.lock() {
             Ok(mut guard) => match guard.as_mut() {
@@ -236,13 +234,16 @@ impl SqliteLedgerWriter {
 }
 
 impl SqliteLedgerWriter {
-    fn extract(&self, py: Python<'_>, records: &[Bound<'_, PyAny>]) -> PyResult<Rows> {
-        let mut rows = Rows::new(self.fields.len() + 1);
+    fn extract(&self, py: Python<'_>, records: &[Bound<'_, PyTuple>]) -> PyResult<Rows> {
+        let mut rows = Rows::new(self.width + 1);
         rows.cells.reserve(records.len() * rows.width);
         rows.text.reserve(records.len() * 160);
         for rec in records {
-            for (i, field) in self.fields.iter().enumerate() {
-                let value = rec.getattr(field.bind(py))?;
+            if rec.len() != self.width {
+                let msg = format!("a record of {} values, not {}", rec.len(), self.width);
+                return Err(sqlite_exception(py, "ProgrammingError", &msg));
+            }
+            for (i, value) in rec.iter().enumerate() {
                 if i == 0 {
                     // Years 1-9999 only: past them the driver's day would not be a date either.
                     let ts: f64 = value

@@ -1,12 +1,14 @@
 //! sluicegate's native hot path. Python decides; this crate moves bytes.
 //!
 //! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`) that
-//! `cargo test` exercises without Python; `request`, `exchange`, `protocol` and `ledger` are the thin PyO3 faces (`translate::py` for the translators).
+//! `cargo test` exercises without Python; `request`, `exchange`, `protocol`, `ledger` and `accounting` are the thin PyO3 faces (`translate::py` for the translators).
 use pyo3::prelude::*;
 
+pub mod accounting;
 pub mod exchange;
 pub mod headers;
 pub mod http1;
+pub mod json_float;
 pub mod json_scan;
 pub mod ledger;
 pub mod protocol;
@@ -27,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<exchange::Exchange>()?;
     m.add_class::<protocol::ProtocolCore>()?;
     m.add_class::<ledger::SqliteLedgerWriter>()?;
+    m.add_class::<accounting::RequestSink>()?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_libversion_address, m)?)?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_version, m)?)?;
     m.add_function(wrap_pyfunction!(request::inspect_request, m)?)?;

@@ -13,6 +13,7 @@ import pytest
 from _services import PostgresServer, pg_db_url, postgres_server, postgres_url  # noqa: F401
 from sluicegate.usage import Ledger, UsageRecord, cost_usd
 from sluicegate.usage.pricing import Price
+from sluicegate.usage.record import record_row
 
 
 def rec(i: int, ts: float | None = None, **kw: object) -> UsageRecord:
@@ -257,11 +258,11 @@ def test_a_version_2_store_moves_to_the_time_first_retry_guard(
 
     db, conn = _store_at_version(2, store, tmp_path, request)  # a store written before version 3
     ledger = Ledger(db)
-    ledger._write(conn, [rec(1, ts=100.0)])
+    ledger._write(conn, [record_row(rec(1, ts=100.0))])
     migrate(db, conn, COMPONENT, MIGRATIONS)
     # A batch whose commit landed but whose acknowledgement was lost is retried whole: the
     # rows already there are skipped, by the new index, and the new one is written.
-    batch = [rec(1, ts=100.0), rec(2, ts=101.0)]
+    batch = [record_row(rec(1, ts=100.0)), record_row(rec(2, ts=101.0))]
     ledger._write(conn, batch)
     ledger._write(conn, batch)
     conn.close()

@@ -12,7 +12,7 @@ import pytest
 from sluicegate import _native
 from sluicegate.usage import Ledger, UsageRecord, native_sqlite
 from sluicegate.usage._db import TRANSIENT_ERRORS
-from sluicegate.usage.ledger import _FIELDS
+from sluicegate.usage.record import FIELDS, record_row
 from test_usage_ledger import rec
 
 
@@ -31,7 +31,12 @@ def _writer(tmp_path: Path, busy_timeout_ms: int = 50) -> tuple[Any, Path]:
     writer = ledger._connect()
     writer.close()
     inserts = [(n, ledger._sqlite_insert_sql(n)) for n in (3, 1)]
-    return _native.SqliteLedgerWriter(str(path), inserts, list(_FIELDS), busy_timeout_ms), path
+    return _native.SqliteLedgerWriter(str(path), inserts, len(FIELDS), busy_timeout_ms), path
+
+
+def row(i: int, **fields: Any) -> tuple[Any, ...]:
+    """What the ledger queues for rec(i, **fields): its values in field order."""
+    return tuple(record_row(rec(i, **fields)))
 
 
 def _varied() -> list[UsageRecord]:
@@ -81,7 +86,7 @@ def test_it_stores_what_the_driver_stores(tmp_path: Path) -> None:
 
 def test_a_retried_batch_adds_nothing(tmp_path: Path) -> None:
     writer, path = _writer(tmp_path)
-    batch = [rec(1, ts=100.0), rec(2, ts=101.0)]
+    batch = [row(1, ts=100.0), row(2, ts=101.0)]
     assert writer.write(batch) == 2
     assert writer.write(batch) == 2
     writer.close()
@@ -91,9 +96,9 @@ def test_a_retried_batch_adds_nothing(tmp_path: Path) -> None:
 def test_a_batch_lands_whole_or_not_at_all(tmp_path: Path) -> None:
     writer, path = _writer(tmp_path)
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
-        writer.write([rec(1), rec(2, status=None)])
+        writer.write([row(1), row(2, status=None)])
     assert _rows(path) == []
-    assert writer.write([rec(1)]) == 1  # the failed transaction was rolled back, not left open
+    assert writer.write([row(1)]) == 1  # the failed transaction was rolled back, not left open
     writer.close()
     assert len(_rows(path)) == 1
 
@@ -101,15 +106,15 @@ def test_a_batch_lands_whole_or_not_at_all(tmp_path: Path) -> None:
 def test_an_unsupported_value_is_the_drivers_programming_error(tmp_path: Path) -> None:
     writer, path = _writer(tmp_path)
     with pytest.raises(sqlite3.ProgrammingError, match="type 'list' is not supported"):
-        writer.write([rec(1, key_name=["not", "a", "string"])])
+        writer.write([row(1, key_name=["not", "a", "string"])])
     with pytest.raises(OverflowError):
-        writer.write([rec(2, input_tokens=2**64)])
+        writer.write([row(2, input_tokens=2**64)])
     for ts in (float("nan"), float("inf"), 1e300):
         with pytest.raises(sqlite3.ProgrammingError, match="unix time"):
-            writer.write([rec(3, ts=ts)])
+            writer.write([row(3, ts=ts)])
     writer.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        writer.write([rec(3)])
+        writer.write([row(3)])
     assert _rows(path) == []
 
 
@@ -118,11 +123,11 @@ def test_a_locked_store_is_a_transient_error_and_the_batch_lands_after(tmp_path:
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
     with pytest.raises(sqlite3.OperationalError, match="locked") as caught:
-        writer.write([rec(1)])
+        writer.write([row(1)])
     assert isinstance(caught.value, TRANSIENT_ERRORS)
     other.execute("ROLLBACK")
     other.close()
-    assert writer.write([rec(1)]) == 1
+    assert writer.write([row(1)]) == 1
     writer.close()
     assert len(_rows(path)) == 1
 

@@ -14,6 +14,7 @@ __all__ = [
     "HeadTemplate",
     "ProtocolCore",
     "RequestInfo",
+    "RequestSink",
     "SqliteLedgerWriter",
     "StreamTranslator",
     "__version__",
@@ -222,14 +223,13 @@ class ProtocolCore:
 @final
 class SqliteLedgerWriter:
     """One connection to a migrated SQLite ledger. `inserts` are (rows, an INSERT of that many
-    rows), one of them of one row; each row's parameters are the UTC day ("YYYY-MM-DD") of the
-    first field, the unix time, then `fields` read from the record in order. Errors are the
-    sqlite3 module's own exception classes (OverflowError for an int past 64 bits)."""
+    rows), one of them of one row. A record is a tuple of `width` values, the first the unix
+    time; each row's parameters are the UTC day ("YYYY-MM-DD") of that time, then the record's
+    values in order. Errors are the sqlite3 module's own exception classes (OverflowError for
+    an int past 64 bits)."""
 
-    def __new__(
-        cls, path: str, inserts: list[tuple[int, str]], fields: list[str], busy_timeout_ms: int
-    ) -> Self: ...
-    def write(self, records: Sequence[object]) -> int:
+    def __new__(cls, path: str, inserts: list[tuple[int, str]], width: int, busy_timeout_ms: int) -> Self: ...
+    def write(self, records: Sequence[tuple[object, ...]]) -> int:
         """All records in one transaction, or none; their count. The values are read with the
         GIL held, the SQLite work is done without it."""
     def close(self) -> None:
@@ -333,3 +333,47 @@ class StreamTranslator:
     def stop_reason(self) -> str | None:
         """The stop reason in the client's vocabulary (Anthropic stop_reason for mode 2, OpenAI
         finish_reason for mode 3), once known."""
+
+@final
+class RequestSink:
+    """The access line and the metrics' counters of finished requests, from each one's ledger
+    row. `fields`: the row's field names in order; `line`: the access line's entries, (key,
+    source, scale), source a field name, "=text" for a fixed text or "attempts"; scale > 0 rounds
+    a number half up to 1/scale. The bounds are the ttfb and duration histograms'."""
+
+    def __new__(
+        cls,
+        fields: list[str],
+        line: list[tuple[str, str, float]],
+        ttfb_bounds: list[float],
+        duration_bounds: list[float],
+    ) -> Self: ...
+    def done(
+        self,
+        row: tuple[object, ...],
+        ttfb_s: float | None,
+        duration_s: float,
+        attempts: int,
+        tail: bytes | None,
+        metrics: bool,
+        access: bool,
+    ) -> bytes | None:
+        """Count the request (when `metrics`); its access line, ending in a newline, when
+        `access` (`tail`, raw JSON, goes before the closing brace)."""
+    def drain(
+        self,
+    ) -> list[
+        tuple[
+            str,
+            str,
+            list[tuple[str, int]],
+            list[tuple[str, int]],
+            list[float] | None,
+            list[float] | None,
+            list[int] | None,
+            float | None,
+        ]
+    ]:
+        """What was counted since the last drain, per (group, target): requests by status,
+        errors by type, the ttfb and duration histograms (metrics.py's layout), tokens, cost;
+        the counters start again from zero."""

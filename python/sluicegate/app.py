@@ -26,6 +26,7 @@ from .context import RequestContext
 from .errors import JSON_HEADERS, GatewayError, anthropic_error, openai_error
 from .providers.mock import MockReply
 from .relay import count_streams_on, forward, forward_with_failover
+from .request_end import new_sink, usage_row
 from .services import Services
 from .snapshot import KeyInfo, Snapshot, Target
 from .state import GatewayState
@@ -37,6 +38,8 @@ _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cac
 
 
 _GC_SWEEP_S = 1.0
+# The access line of a request finished before the worker's services exist.
+_LINE_ONLY = new_sink()
 
 
 def _settle_gc(loop: asyncio.AbstractEventLoop) -> None:
@@ -71,13 +74,6 @@ def _settle_gc(loop: asyncio.AbstractEventLoop) -> None:
         loop.call_later(_GC_SWEEP_S, sweep)
 
     loop.call_later(_GC_SWEEP_S, sweep)
-
-
-def _decimals(x: float, scale: float) -> float:
-    """x (>= 0) rounded to 1/scale, for the access line: what round(x, n) gives but at ~0.1 us
-    instead of ~0.6 (round formats through a decimal string), three times a request. The
-    quotient is the double nearest the decimal, so orjson prints it with no more digits."""
-    return int(x * scale + 0.5) / scale
 
 
 def _not_allowed(method: str, path: str) -> GatewayError:
@@ -405,45 +401,17 @@ class Gateway:
     # -- end of request: one log line, one usage record ----------------------------------------
     async def finish(self, ctx: RequestContext, snap: Snapshot | None) -> None:
         duration = time.perf_counter() - ctx.t0
-        if self.services is not None:
-            settling = self.services.request_done(ctx, duration)
-            if settling is not None:
-                await settling
-        if snap is not None and not snap.server["access_log"]:
-            return
-        key = ctx.key
-        u = ctx.usage
-        line = {
-            "ts": _decimals(ctx.ts, 1000.0),
-            "event": "request",
-            "request_id": ctx.request_id,
-            "endpoint": ctx.endpoint,
-            "key": key.name if key else None,
-            "key_id": key.key_id if key else None,
-            "user": key.user if key else None,
-            "group": ctx.group,
-            "target": ctx.target,
-            "model": ctx.requested_model,
-            "upstream_model": ctx.upstream_model,
-            "status": ctx.status,
-            "stream": ctx.stream,
-            "ttfb_ms": _decimals(ctx.ttfb * 1000, 100.0) if ctx.ttfb is not None else None,
-            "duration_ms": _decimals(duration * 1000, 100.0),
-            "input_tokens": u[0],
-            "output_tokens": u[1],
-            "cache_creation_tokens": u[2],
-            "cache_read_tokens": u[3],
-            "usage_estimated": ctx.usage_estimated,
-            "session_id": ctx.session_id,
-            "agent_id": ctx.agent_id,
-            "parent_agent_id": ctx.parent_agent_id,
-            "error": ctx.error_type,
-            "client_disconnected": ctx.client_disconnected,
-            "attempts": ctx.attempts,
-        }
-        if ctx.prompt_log is not None:
-            line["request_body"] = ctx.prompt_log
-        log.write_access(orjson.dumps(line) + b"\n", snap.access_log_flush_s if snap is not None else 0.0)
+        access_log = snap is None or bool(snap.server["access_log"])
+        services = self.services
+        if services is None:  # (not serving yet: no metrics or ledger to tell)
+            row = usage_row(ctx, 0.0, duration)
+            line = _LINE_ONLY.done(row, ctx.ttfb, duration, ctx.attempts, None, False, access_log)
+        else:
+            line = services.request_done(ctx, duration, access_log)
+            if ctx.limit_admission is not None:
+                await services.settle(ctx)
+        if line is not None:
+            log.write_access(line, snap.access_log_flush_s if snap is not None else 0.0)
 
     # -- /metrics and /admin/ ------------------------------------------------------------------------
     @staticmethod

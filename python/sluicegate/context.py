@@ -24,6 +24,7 @@ class RequestContext:
         "agent_id",
         "attempts",
         "client_disconnected",
+        "cost",
         "endpoint",
         "error_type",
         "group",
@@ -76,6 +77,7 @@ class RequestContext:
         self.attempts = 0
         self.limit_admission: Any = None
         self.price: Price | None = None
+        self.cost = 0.0  # USD from the price table, once the request is done
         # Set by the endpoint: drops its references to the request body and headers once a
         # stream has begun (nothing resends them then), so a long stream does not keep them alive.
         self.release_body: Callable[[], None] | None = None

@@ -60,6 +60,8 @@ class Metrics:
         self._limiter: Any = None
         self._keystore: Any = None
         self._health_source: Callable[[], dict[str, str]] | None = None
+        self._sinks: list[Any] = []
+        self._drain_lock = threading.Lock()
         self._shared = Path(shared_dir) if shared_dir else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +98,45 @@ class Metrics:
             t[3] += tokens[3]
         if cost:
             self.cost[gt] = self.cost.get(gt, 0.0) + cost
+
+    def drain_from(self, sink: Any) -> None:
+        """Also count what a native RequestSink gathered (rust/accounting.rs): its counters
+        are added to these at each dump (a scrape, a publish), so a request costs the event loop
+        no dict updates here."""
+        self._sinks.append(sink)
+
+    def _drain(self) -> None:
+        if not self._sinks:
+            return
+        # A scrape on the loop and a publish on its thread may drain at once: one at a time,
+        # so neither adds to a dict entry the other is replacing.
+        with self._drain_lock:
+            for sink in self._sinks:
+                for g, t, statuses, errors, ttfb, duration, tokens, cost in sink.drain():
+                    for status, n in statuses:
+                        key = (g, t, status)
+                        self.requests[key] = self.requests.get(key, 0) + n
+                    for kind, n in errors:
+                        key = (g, t, kind)
+                        self.errors[key] = self.errors.get(key, 0) + n
+                    gt = (g, t)
+                    for hists, h in ((self.ttfb, ttfb), (self.duration, duration)):
+                        if h is not None:
+                            acc = hists.get(gt)
+                            if acc is None:
+                                hists[gt] = h
+                            else:
+                                for i, x in enumerate(h):
+                                    acc[i] += x
+                    if tokens is not None:
+                        acc_t = self.tokens.get(gt)
+                        if acc_t is None:
+                            self.tokens[gt] = tokens
+                        else:
+                            for i, n in enumerate(tokens):
+                                acc_t[i] += n
+                    if cost is not None:
+                        self.cost[gt] = self.cost.get(gt, 0.0) + cost
 
     def stream_open(self) -> None:
         self.streams_in_flight += 1
@@ -160,6 +201,7 @@ class Metrics:
             return dict(self.health)
 
     def dump(self) -> dict[str, Any]:
+        self._drain()
         return {
             "ts": time.time(),
             "pid": os.getpid(),

@@ -14,9 +14,10 @@ import fnmatch
 import os
 import threading
 import time
-from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
+
+import orjson
 
 from . import log
 from .config.ops_sections import (
@@ -33,10 +34,10 @@ from .context import RequestContext
 from .errors import GatewayError
 from .limits import Limiter, LimitSpec, MemoryLimiter, period_start
 from .metrics import Metrics
+from .request_end import new_sink, usage_row
 from .snapshot import KeyInfo, Snapshot
 from .usage.ledger import Ledger, NullLedger
 from .usage.pricing import cost_usd
-from .usage.record import UsageRecord
 
 
 class StoreKeyInfo(KeyInfo):
@@ -182,6 +183,9 @@ class Services:
             self._budget_seed = _seed_in_background(self.ledger)
         self.metrics_enabled = self.metrics_section.enabled
         self.metrics = Metrics(shared_dir=state_dir() / "metrics")
+        # The access line and the metrics' counters of each finished request (rust/accounting.rs).
+        self.sink = new_sink()
+        self.metrics.drain_from(self.sink)
         self.metrics.watch(
             ledger=self.ledger, limiter=self.limiter, keystore=self.keystore, health=_breaker_states
         )
@@ -263,23 +267,26 @@ class Services:
         )
 
     # -- end of request ----------------------------------------------------------------------------
-    def request_done(self, ctx: RequestContext, duration_s: float) -> Coroutine[Any, Any, None] | None:
-        """Metrics and the ledger's record of a finished request; what settles its limits, to
-        await, when it was admitted under any (a request under none needs no coroutine)."""
+    def request_done(self, ctx: RequestContext, duration_s: float, access_log: bool) -> bytes | None:
+        """Metrics and the ledger's record of a finished request; its access line, when wanted.
+        What settles its limits, if it was admitted under any, is `settle` (to await)."""
         u = ctx.usage
         price = ctx.price
-        cost = cost_usd(price, u[0], u[1], u[2], u[3]) if price is not None else 0.0
-        if self.metrics_enabled:
-            self.metrics.request_done(
-                ctx.group, ctx.target, ctx.status, ctx.ttfb, duration_s, u, cost, ctx.error_type
-            )
-        self.ledger.submit(usage_record(ctx, cost, duration_s))
-        adm = ctx.limit_admission
-        return self._settle(adm, u[0] + u[1], cost) if adm is not None else None
+        ctx.cost = cost = cost_usd(price, u[0], u[1], u[2], u[3]) if price is not None else 0.0
+        row = usage_row(ctx, cost, duration_s)
+        tail = None if ctx.prompt_log is None else b',"request_body":' + orjson.dumps(ctx.prompt_log)
+        line = self.sink.done(row, ctx.ttfb, duration_s, ctx.attempts, tail, self.metrics_enabled, access_log)
+        self.ledger.submit_row(row)
+        return line
 
-    async def _settle(self, adm: Any, tokens: int, cost: float) -> None:
+    async def settle(self, ctx: RequestContext) -> None:
+        """The limits a finished request was admitted under get its tokens and cost."""
+        adm = ctx.limit_admission
+        if adm is None:
+            return
+        u = ctx.usage
         try:
-            await self.limiter.settle(adm, tokens, cost)
+            await self.limiter.settle(adm, u[0] + u[1], ctx.cost)
         except Exception as exc:  # never fail a finished request over accounting
             log.warning("limiter settle failed", error=type(exc).__name__)
 
@@ -296,41 +303,3 @@ class Services:
             ledger_dropped=getattr(self.ledger, "dropped", None),
             seconds=round(time.monotonic() - started, 3),
         )
-
-
-def usage_record(ctx: RequestContext, cost: float, duration_s: float) -> UsageRecord:
-    """The ledger's record of a finished request. Positional, in UsageRecord's field order: a
-    call with its 29 fields by keyword cost ~2.4 us, as many as the rest of the ledger's work
-    on the event loop, against ~0.3 (measured); tests/test_services_record.py checks the order."""
-    key, u = ctx.key, ctx.usage
-    return UsageRecord(
-        ctx.ts,
-        ctx.request_id,
-        ctx.endpoint,
-        key.key_id if key else None,
-        key.name if key else None,  # key_name
-        key.user if key else None,
-        key.project if key else None,
-        key.env if key else None,
-        ctx.group,
-        ctx.target,
-        ctx.upstream_model,
-        ctx.requested_model,
-        ctx.session_id,
-        ctx.agent_id,
-        ctx.parent_agent_id,
-        ctx.status,
-        ctx.stream,
-        u[0],  # input_tokens
-        u[1],  # output_tokens
-        u[2],  # cache_creation_tokens
-        u[3],  # cache_read_tokens
-        ctx.image_count,
-        cost,  # cost_usd
-        ctx.upstream_cost,  # upstream_cost_usd
-        ctx.ttfb * 1000 if ctx.ttfb is not None else None,  # ttfb_ms
-        duration_s * 1000,  # duration_ms
-        ctx.error_type,
-        ctx.client_disconnected,
-        ctx.usage_estimated,
-    )

@@ -41,7 +41,7 @@ mod borrowed;
 mod count_tokens;
 mod error;
 mod ids;
-mod json_out;
+pub(crate) mod json_out;
 mod json_scan;
 mod options;
 pub mod py;

@@ -1,7 +1,7 @@
 """The usage ledger: a bounded in-process queue drained by one writer thread in batches.
 
-`submit()` is the only call on the request path: a length check and a deque append, never I/O,
-never an exception. The writer thread owns its connection; when the store fails it keeps the
+`submit_row()` is the only call on the request path: a length check and a deque append, never
+I/O, never an exception. A row is a tuple of UsageRecord's fields in order (record.FIELDS). The writer thread owns its connection; when the store fails it keeps the
 batch, retries with backoff, and lets the queue fill up to its bound (after which records are
 dropped and counted). A clean `close()` writes everything queued.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import operator
 import sqlite3
 import threading
 import time
@@ -21,7 +20,7 @@ from .. import _native, log
 from ..threads import name_os_thread
 from ._db import DEFAULT_TIMEOUT_S, TRANSIENT_ERRORS, Database, Tx, migrate
 from ._schema import COMPONENT, MIGRATIONS
-from .record import COLUMNS, UsageRecord
+from .record import COLUMNS, FIELDS, UsageRecord, record_row
 
 # `usage --by X` and the filters `--X value`: the dimension name -> its column.
 BY_COLUMNS: dict[str, str] = {
@@ -37,7 +36,6 @@ BY_COLUMNS: dict[str, str] = {
     "day": "day",
 }
 _FIELD_OF = {col: field for field, col in COLUMNS}
-_FIELDS = tuple(field for field, _ in COLUMNS)
 _BACKOFF_MAX_S = 5.0
 # Bound parameters one SQLite statement may carry: the limit since 3.32 (999 before).
 _SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
@@ -82,7 +80,7 @@ class Ledger:
         self._queue_max = max(1, queue_max)
         self._batch_max = max(1, batch_max)
         self._flush_interval_s = max(0.001, flush_interval_s)
-        self._dq: collections.deque[UsageRecord] = collections.deque()
+        self._dq: collections.deque[tuple[Any, ...]] = collections.deque()
         self._inflight = 0  # records taken off the deque by the writer and not yet committed
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -121,12 +119,15 @@ class Ledger:
 
     # -- request path ------------------------------------------------------------------------------
     def submit(self, rec: UsageRecord) -> None:
+        self.submit_row(record_row(rec))
+
+    def submit_row(self, row: tuple[Any, ...]) -> None:
         try:
             dq = self._dq
             if self._closed or len(dq) + self._inflight >= self._queue_max:
                 self.dropped += 1
                 return
-            dq.append(rec)
+            dq.append(row)
             if len(dq) == self._batch_max:
                 self._wake.set()
         except Exception:  # submit never fails a request
@@ -166,7 +167,7 @@ class Ledger:
 
     def _run(self) -> None:
         conn: Any = None
-        batch: list[UsageRecord] = []
+        batch: list[tuple[Any, ...]] = []
         failures = 0
         dropped_reported = 0
         last_drop_log = 0.0
@@ -253,7 +254,7 @@ class Ledger:
         assert self.db.path is not None
         inserts = [(n, self._sqlite_insert_sql(n)) for n in (_NATIVE_ROWS_PER_STATEMENT, 1)]
         return _native.SqliteLedgerWriter(
-            str(self.db.path), inserts, list(_FIELDS), int(DEFAULT_TIMEOUT_S * 1000)
+            str(self.db.path), inserts, len(FIELDS), int(DEFAULT_TIMEOUT_S * 1000)
         )
 
     def _sync_indexes(self, conn: Any) -> None:
@@ -274,7 +275,7 @@ class Ledger:
                 else:
                     conn.execute(f"DROP INDEX IF EXISTS usage_records_by_{name}")
 
-    def _take(self, stopping: bool) -> list[UsageRecord]:
+    def _take(self, stopping: bool) -> list[tuple[Any, ...]]:
         dq, out = self._dq, []
         n = min(len(dq), self._batch_max)
         if n > _ROWS_STEP and not stopping:
@@ -299,7 +300,7 @@ class Ledger:
             self._insert_sqls[rows] = sql
         return sql
 
-    def _write(self, conn: Any, batch: list[UsageRecord]) -> None:
+    def _write(self, conn: Any, batch: list[tuple[Any, ...]]) -> None:
         # Many rows per statement, not executemany: the driver releases the GIL around every
         # statement it runs and takes it back after, and while the event loop is busy each
         # take-back waits out the interpreter's switch interval (5 ms). executemany paid that
@@ -314,7 +315,7 @@ class Ledger:
             try:
                 for i in range(0, len(batch), per_statement):
                     part = batch[i : i + per_statement]
-                    conn.execute(self._sqlite_insert_sql(len(part)), [v for rec in part for v in _row(rec)])
+                    conn.execute(self._sqlite_insert_sql(len(part)), [v for row in part for v in _row(row)])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -323,11 +324,11 @@ class Ledger:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(_PG_STAGE)
                 with cur.copy(_PG_COPY) as copy:
-                    for rec in batch:
-                        copy.write_row(_row(rec))
+                    for row in batch:
+                        copy.write_row(_row(row))
                 cur.execute(_PG_MERGE)
 
-    def _write_batch(self, conn: Any, batch: list[UsageRecord]) -> int:
+    def _write_batch(self, conn: Any, batch: list[tuple[Any, ...]]) -> int:
         """Write the batch; if the store refuses a row, write the others one by one and drop it."""
         try:
             self._write(conn, batch)
@@ -337,9 +338,9 @@ class Ledger:
         except Exception as exc:
             first = exc
         bad = 0
-        for rec in batch:
+        for row in batch:
             try:
-                self._write(conn, [rec])
+                self._write(conn, [row])
             except TRANSIENT_ERRORS:
                 raise  # retried whole; rows already written are skipped by ON CONFLICT
             except Exception:
@@ -460,6 +461,9 @@ class NullLedger:
     def submit(self, rec: UsageRecord) -> None:
         pass
 
+    def submit_row(self, row: tuple[Any, ...]) -> None:
+        pass
+
     def start(self) -> None:
         pass
 
@@ -478,19 +482,18 @@ class NullLedger:
         return {}
 
 
-_values = operator.attrgetter(*_FIELDS)
 _day_span: list[Any] = [0.0, -1.0, ""]  # [start, end) of the UTC day last formatted, and its name
 
 
-def _row(rec: UsageRecord) -> tuple[Any, ...]:
-    # Per record on the writer thread (the same core as the requests): one C-level attribute
-    # sweep, and the day's name formatted once a day rather than once a record.
-    ts = rec.ts
+def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Per record on the writer thread (the same core as the requests): the day's name
+    # formatted once a day rather than once a record.
+    ts = row[0]
     span = _day_span
     if not span[0] <= ts < span[1]:
         start = ts - ts % 86400
         span[:] = [start, start + 86400, time.strftime("%Y-%m-%d", time.gmtime(start))]
-    return (span[2], *_values(rec))
+    return (span[2], *row)
 
 
 def _where(since: float | None, until: float | None, filters: dict[str, str] | None) -> tuple[str, list[Any]]:

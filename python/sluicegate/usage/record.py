@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 
@@ -73,3 +74,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("client_disconnected", "client_disconnected"),
     ("usage_estimated", "usage_estimated"),
 )
+
+# The record's fields in that order: a ledger row (what the ledger queues) is a tuple of them.
+FIELDS: tuple[str, ...] = tuple(field for field, _ in COLUMNS)
+record_row = operator.attrgetter(*FIELDS)  # UsageRecord -> its row

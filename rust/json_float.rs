@@ -1,0 +1,99 @@
+//! Floats in JSON as orjson writes them, byte for byte, so a line built here reads the same as
+//! one Python built with orjson (the access line, accounting.rs): the shortest digits that read
+//! back as the value (a tie between two going to the even one), in plain notation from 1e-5 to
+//! 1e16 and as `1e+16` / `1e-7` outside it; NaN and the infinities as null.
+
+use std::io::Write as _;
+
+pub fn push_f64(out: &mut Vec<u8>, v: f64) {
+    if !v.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    // zmij (Schubfach) gives the shortest digits that read back as v, a tie between two going
+    // to the even one as orjson's and Python's repr do (Rust's own `{}` goes up); its notation
+    // is normalised here to orjson's.
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format_finite(v);
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.trim_start_matches('+').parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // v = 0.DIGITS x 10^point
+    let mut point = whole.len() as i32 + exp;
+    let mut digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    let leading = digits.iter().take_while(|d| **d == b'0').count();
+    digits.drain(..leading);
+    point -= leading as i32;
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+    if negative {
+        out.push(b'-');
+    }
+    if digits.is_empty() {
+        out.extend_from_slice(b"0.0");
+        return;
+    }
+    let n = digits.len() as i32;
+    if (1e-5..1e16).contains(&v.abs()) {
+        if point <= 0 {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-point) as usize));
+            out.extend_from_slice(&digits);
+        } else if point >= n {
+            out.extend_from_slice(&digits);
+            out.extend(std::iter::repeat_n(b'0', (point - n) as usize));
+            out.extend_from_slice(b".0");
+        } else {
+            let (a, b) = digits.split_at(point as usize);
+            out.extend_from_slice(a);
+            out.push(b'.');
+            out.extend_from_slice(b);
+        }
+        return;
+    }
+    let (first, rest) = digits.split_at(1);
+    out.extend_from_slice(first);
+    if !rest.is_empty() {
+        out.push(b'.');
+        out.extend_from_slice(rest);
+    }
+    let e = point - 1;
+    let _ = write!(out, "e{}{e}", if e >= 0 { "+" } else { "" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(v: f64) -> String {
+        let mut out = Vec::new();
+        push_f64(&mut out, v);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn floats_in_orjson_notation() {
+        assert_eq!(f(1_796_136_862.177), "1796136862.177");
+        assert_eq!(f(1.0), "1.0");
+        assert_eq!(f(-0.0), "-0.0");
+        assert_eq!(f(0.0), "0.0");
+        assert_eq!(f(0.000_01), "0.00001");
+        assert_eq!(f(1e-6), "1e-6");
+        assert_eq!(f(-2.5e-7), "-2.5e-7");
+        assert_eq!(f(9_999_999_999_999_998.0), "9999999999999998.0");
+        assert_eq!(f(2_197_719_311_704_352.0 + 0.25), "2197719311704352.2"); // a tie: to even
+        assert_eq!(f(1e16), "1e+16");
+        assert_eq!(f(1.234_567_890_123_456_8e17), "1.2345678901234568e+17");
+        assert_eq!(f(1.5e300), "1.5e+300");
+        assert_eq!(f(5e-324), "5e-324");
+        assert_eq!(f(f64::NAN), "null");
+        assert_eq!(f(f64::INFINITY), "null");
+    }
+}
