@@ -14,8 +14,8 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::Borrowed;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::Borrowed;
 
 use crate::json_float::push_f64;
 use crate::translate::json_out::{push_str, push_u64};
@@ -271,9 +271,10 @@ type Drained = (
     Option<f64>,
 );
 
-/// `RequestSink(fields, line, ttfb_bounds, duration_bounds)`: `fields` are the row's field names
-/// in order; `line` the access line's entries, (key, source, scale): source a field name,
-/// `"=text"` for a fixed string, or `"attempts"`; scale > 0 rounds a number to 1/scale.
+/// `RequestSink(fields, line, ttfb_bounds, duration_bounds, access_buffer_max)`: `fields` are the
+/// row's field names in order; `line` the access line's entries, (key, source, scale): source a
+/// field name, `"=text"` for a fixed string, or `"attempts"`; scale > 0 rounds a number to
+/// 1/scale. Access lines are kept here until `take_access` (log.py writes them out).
 #[pyclass(module = "sluicegate._native", frozen)]
 pub struct RequestSink {
     width: usize,
@@ -282,7 +283,14 @@ pub struct RequestSink {
     ttfb_bounds: Vec<f64>,
     duration_bounds: Vec<f64>,
     counters: Mutex<Counters>,
+    lines: Mutex<Vec<u8>>,
+    access_buffer_max: usize,
 }
+
+/// What `done` tells the caller about the access lines kept.
+const LINES_UNCHANGED: u8 = 0;
+const LINES_FIRST: u8 = 1; // the first since the last take: arm a flush
+const LINES_FULL: u8 = 2; // past the bound: take them now
 
 #[pymethods]
 impl RequestSink {
@@ -292,6 +300,7 @@ impl RequestSink {
         line: Vec<(String, String, f64)>,
         ttfb_bounds: Vec<f64>,
         duration_bounds: Vec<f64>,
+        access_buffer_max: usize,
     ) -> PyResult<Self> {
         let index = |name: &str| {
             fields
@@ -330,15 +339,19 @@ impl RequestSink {
             ttfb_bounds,
             duration_bounds,
             counters: Mutex::new(Counters::default()),
+            lines: Mutex::new(Vec::new()),
+            access_buffer_max,
         })
     }
 
-    /// One finished request: counts it when `metrics`, and returns its access line when `access`.
+    /// One finished request: counts it when `metrics`, and keeps its access line when `access`
+    /// (`tail`, raw JSON, goes before the line's closing brace). 1: the line is the first kept
+    /// since the last `take_access` (arm a flush); 2: the lines kept are past the bound (take
+    /// them now); else 0.
     #[pyo3(signature = (row, ttfb_s, duration_s, attempts, tail, metrics, access))]
     #[allow(clippy::too_many_arguments)]
     fn done<'py>(
         &self,
-        py: Python<'py>,
         row: &Bound<'py, PyTuple>,
         ttfb_s: Option<f64>,
         duration_s: f64,
@@ -346,7 +359,10 @@ impl RequestSink {
         tail: Option<&[u8]>,
         metrics: bool,
         access: bool,
-    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    ) -> PyResult<u8> {
+        if !metrics && !access {
+            return Ok(LINES_UNCHANGED);
+        }
         if row.len() != self.width {
             return Err(PyValueError::new_err(format!(
                 "row: {} values, not {}",
@@ -384,12 +400,31 @@ impl RequestSink {
             );
         }
         if !access {
-            return Ok(None);
+            return Ok(LINES_UNCHANGED);
         }
-        let mut out = Vec::with_capacity(700);
+        let mut lines = self
+            .lines
+            .lock()
+            .map_err(|_| PyValueError::new_err("access lines poisoned"))?;
+        let first = lines.is_empty();
         self.line
-            .write(&items, attempts, tail.unwrap_or_default(), &mut out);
-        Ok(Some(PyBytes::new(py, &out)))
+            .write(&items, attempts, tail.unwrap_or_default(), &mut lines);
+        Ok(if lines.len() >= self.access_buffer_max {
+            LINES_FULL
+        } else if first {
+            LINES_FIRST
+        } else {
+            LINES_UNCHANGED
+        })
+    }
+
+    /// The access lines kept since the last take (whole lines), or None.
+    fn take_access<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        // Copied out and cleared, not taken: the buffer keeps its capacity for the next lines.
+        let mut lines = self.lines.lock().ok()?;
+        let taken = (!lines.is_empty()).then(|| PyBytes::new(py, &lines));
+        lines.clear();
+        taken
     }
 
     /// The counters gathered since the last drain, and zero them: per (group, target), the

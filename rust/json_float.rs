@@ -15,6 +15,15 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
     // is normalised here to orjson's.
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(v);
+    let plain = (1e-5..1e16).contains(&v.abs());
+    if plain && !text.contains(['e', 'E']) {
+        // Already orjson's notation but perhaps for a missing ".0".
+        out.extend_from_slice(text.as_bytes());
+        if !text.contains('.') {
+            out.extend_from_slice(b".0");
+        }
+        return;
+    }
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -24,15 +33,24 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
         None => (text, 0),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    // v = 0.DIGITS x 10^point
+    // v = 0.DIGITS x 10^point; at most 17 significant digits, kept on the stack.
     let mut point = whole.len() as i32 + exp;
-    let mut digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
-    let leading = digits.iter().take_while(|d| **d == b'0').count();
-    digits.drain(..leading);
-    point -= leading as i32;
-    while digits.last() == Some(&b'0') {
-        digits.pop();
+    let mut buf = [0u8; 40];
+    let mut n = 0;
+    for d in whole.bytes().chain(fraction.bytes()) {
+        if n == 0 && d == b'0' {
+            point -= 1;
+            continue;
+        }
+        if let Some(slot) = buf.get_mut(n) {
+            *slot = d;
+            n += 1;
+        }
     }
+    while n > 0 && buf.get(n - 1) == Some(&b'0') {
+        n -= 1;
+    }
+    let digits = buf.get(..n).unwrap_or_default();
     if negative {
         out.push(b'-');
     }
@@ -40,14 +58,14 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
         out.extend_from_slice(b"0.0");
         return;
     }
-    let n = digits.len() as i32;
-    if (1e-5..1e16).contains(&v.abs()) {
+    let n = n as i32;
+    if plain {
         if point <= 0 {
             out.extend_from_slice(b"0.");
             out.extend(std::iter::repeat_n(b'0', (-point) as usize));
-            out.extend_from_slice(&digits);
+            out.extend_from_slice(digits);
         } else if point >= n {
-            out.extend_from_slice(&digits);
+            out.extend_from_slice(digits);
             out.extend(std::iter::repeat_n(b'0', (point - n) as usize));
             out.extend_from_slice(b".0");
         } else {

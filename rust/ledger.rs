@@ -19,8 +19,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString, PyTuple};
-use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
+
+use crate::sqlite_static::StaticInsert;
 
 /// One bound value; text is a range of the batch's shared buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,15 +62,6 @@ impl Rows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn value(&self, cell: Cell) -> ValueRef<'_> {
-        match cell {
-            Cell::Null => ValueRef::Null,
-            Cell::Int(v) => ValueRef::Integer(v),
-            Cell::Real(v) => ValueRef::Real(v),
-            Cell::Text(a, b) => ValueRef::Text(self.text.as_bytes().get(a..b).unwrap_or_default()),
-        }
-    }
 }
 
 /// The UTC day of a unix time as "YYYY-MM-DD", the ledger's `day` column (what
@@ -94,8 +86,9 @@ pub fn push_utc_day(ts: f64, out: &mut String) {
 /// row in C on this table (measured), the statement's own work (its cursors, the AUTOINCREMENT
 /// counter read and written back) paid once for all of them.
 pub struct Writer {
+    // Before the connection: fields drop in order, and the statements must go first.
+    inserts: Vec<(usize, StaticInsert)>,
     conn: Connection,
-    inserts: Vec<(usize, String)>,
 }
 
 impl Writer {
@@ -118,7 +111,11 @@ impl Writer {
         // The same settings as the Python side's connections (usage/_db.py).
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
-        Ok(Writer { conn, inserts })
+        let inserts = inserts
+            .into_iter()
+            .map(|(rows, sql)| StaticInsert::prepare(&conn, &sql).map(|stmt| (rows, stmt)))
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Writer { inserts, conn })
     }
 
     /// All of `rows` in one transaction, or none of them.
@@ -137,30 +134,20 @@ impl Writer {
         Ok(rows.len())
     }
 
-    fn insert_all(&self, rows: &Rows) -> rusqlite::Result<()> {
+    fn insert_all(&mut self, rows: &Rows) -> rusqlite::Result<()> {
         let width = rows.width.max(1);
         let mut done = 0;
         while done < rows.len() {
             let left = rows.len() - done;
-            let Some((n, sql)) = self.inserts.iter().find(|(n, _)| *n <= left) else {
+            let Some((n, stmt)) = self.inserts.iter_mut().find(|(n, _)| *n <= left) else {
                 return Err(rusqlite::Error::InvalidQuery);
             };
-            let mut stmt = self.conn.prepare_cached(sql)?;
             let cells = rows
                 .cells
-                .get(done * width..(done + n) * width)
+                .get(done * width..(done + *n) * width)
                 .unwrap_or_default();
-            if stmt.parameter_count() != cells.len() {
-                return Err(rusqlite::Error::InvalidParameterCount(
-                    cells.len(),
-                    stmt.parameter_count(),
-                ));
-            }
-            for (i, cell) in cells.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(rows.value(*cell)))?;
-            }
-            stmt.raw_execute()?;
-            done += n;
+            stmt.execute(rows, cells)?;
+            done += *n;
         }
         Ok(())
     }
@@ -238,12 +225,17 @@ impl SqliteLedgerWriter {
         let mut rows = Rows::new(self.width + 1);
         rows.cells.reserve(records.len() * rows.width);
         rows.text.reserve(records.len() * 160);
+        // The UTC day last written: [start, end) of it in unix time, and its text's cell. Rows
+        // of one day share one copy of its name (formatting it cost ~1,300 instructions a row).
+        let mut day: Option<(f64, f64, Cell)> = None;
         for rec in records {
             if rec.len() != self.width {
                 let msg = format!("a record of {} values, not {}", rec.len(), self.width);
                 return Err(sqlite_exception(py, "ProgrammingError", &msg));
             }
-            for (i, value) in rec.iter().enumerate() {
+            for i in 0..self.width {
+                // Borrowed: no reference count taken and dropped per value.
+                let value = rec.get_borrowed_item(i)?;
                 if i == 0 {
                     // Years 1-9999 only: past them the driver's day would not be a date either.
                     let ts: f64 = value
@@ -255,9 +247,18 @@ impl SqliteLedgerWriter {
                                 "the first field (the unix time) is not a time in years 1-9999";
                             sqlite_exception(py, "ProgrammingError", msg)
                         })?;
-                    let start = rows.text.len();
-                    push_utc_day(ts, &mut rows.text);
-                    rows.cells.push(Cell::Text(start, rows.text.len()));
+                    let cell = match day {
+                        Some((start, end, cell)) if start <= ts && ts < end => cell,
+                        _ => {
+                            let start_of_day = (ts / 86400.0).floor() * 86400.0;
+                            let at = rows.text.len();
+                            push_utc_day(ts, &mut rows.text);
+                            let cell = Cell::Text(at, rows.text.len());
+                            day = Some((start_of_day, start_of_day + 86400.0, cell));
+                            cell
+                        }
+                    };
+                    rows.cells.push(cell);
                 }
                 push_value(py, &mut rows, &value, i + 2)?;
             }
@@ -266,6 +267,8 @@ impl SqliteLedgerWriter {
     }
 }
 
+/// A value by its exact type first (a pointer compare each under the stable ABI, where the
+/// subclass checks are calls), then by the subclass checks, as the sqlite3 module adapts them.
 fn push_value(
     py: Python<'_>,
     rows: &mut Rows,
@@ -274,6 +277,12 @@ fn push_value(
 ) -> PyResult<()> {
     if value.is_none() {
         rows.cells.push(Cell::Null);
+    } else if let Ok(s) = value.cast_exact::<PyString>() {
+        rows.push_text(s.to_str()?);
+    } else if value.is_exact_instance_of::<PyInt>() {
+        rows.cells.push(Cell::Int(value.extract()?));
+    } else if let Ok(f) = value.cast_exact::<PyFloat>() {
+        rows.cells.push(Cell::Real(f.value()));
     } else if let Ok(b) = value.cast::<PyBool>() {
         rows.cells.push(Cell::Int(i64::from(b.is_true())));
     } else if value.is_instance_of::<PyInt>() {

@@ -13,6 +13,8 @@ pub mod json_scan;
 pub mod ledger;
 pub mod protocol;
 pub mod request;
+pub mod row_queue;
+pub mod sqlite_static;
 pub mod sse;
 pub mod tally;
 pub mod translate;
@@ -30,6 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<protocol::ProtocolCore>()?;
     m.add_class::<ledger::SqliteLedgerWriter>()?;
     m.add_class::<accounting::RequestSink>()?;
+    m.add_class::<row_queue::RowQueue>()?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_libversion_address, m)?)?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_version, m)?)?;
     m.add_function(wrap_pyfunction!(request::inspect_request, m)?)?;

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sluicegate import log
 from sluicegate.context import RequestContext
 from sluicegate.metrics import Metrics
 from sluicegate.request_end import ACCESS_LINE, new_sink, usage_row
@@ -147,6 +148,12 @@ def _random_row(rng: random.Random) -> tuple[Any, ...]:
     return tuple(values[f] for f in FIELDS)
 
 
+def _line(sink: Any, row: tuple[Any, ...], attempts: int, tail: bytes | None = None) -> bytes:
+    assert sink.done(row, None, 0.0, attempts, tail, False, True) == 1  # the first line kept
+    line: bytes = sink.take_access()
+    return line
+
+
 def test_the_line_is_byte_for_byte_the_dicts_through_orjson() -> None:
     rng = random.Random(11)
     sink = new_sink()
@@ -155,13 +162,29 @@ def test_the_line_is_byte_for_byte_the_dicts_through_orjson() -> None:
         attempts = rng.randint(0, 3)
         prompt = {"messages": [{"role": "user", "content": rng.choice(_TEXTS)}]} if i % 7 == 0 else None
         tail = None if prompt is None else b',"request_body":' + orjson.dumps(prompt)
-        got = sink.done(row, None, 0.0, attempts, tail, False, True)
-        assert got == _oracle_line(row, attempts, prompt), row
+        assert _line(sink, row, attempts, tail) == _oracle_line(row, attempts, prompt), row
 
 
 def test_no_line_when_the_access_log_is_off() -> None:
     row = _random_row(random.Random(1))
-    assert new_sink().done(row, None, 0.0, 1, None, True, False) is None
+    sink = new_sink()
+    assert sink.done(row, None, 0.0, 1, None, True, False) == 0
+    assert sink.take_access() is None
+
+
+def test_lines_are_kept_until_taken_and_the_bound_is_told() -> None:
+    sink = new_sink()
+    row = _random_row(random.Random(2))
+    states = [sink.done(row, None, 0.0, 1, None, False, True) for _ in range(3)]
+    assert states == [1, 0, 0]  # the first since the last take, then nothing to do
+    taken = sink.take_access()
+    assert taken is not None and taken.count(b"\n") == 3 and sink.take_access() is None
+    n, state = 0, 0
+    while state != 2:  # past log.BUFFER_MAX: "write them now"
+        state = sink.done(row, None, 0.0, 1, None, False, True)
+        n += 1
+    assert n * len(taken) // 3 >= log.BUFFER_MAX
+    assert (sink.take_access() or b"").count(b"\n") == n
 
 
 def test_the_line_numbers_round_as_round_does() -> None:
@@ -171,18 +194,18 @@ def test_the_line_numbers_round_as_round_does() -> None:
     for _ in range(5000):
         x = rng.choice([rng.uniform(0, 5000), rng.uniform(1.7e9, 1.9e9), rng.expovariate(3)])
         row = tuple({**base, "ts": x, "duration_ms": x, "ttfb_ms": x}[f] for f in FIELDS)
-        line = orjson.loads(sink.done(row, None, 0.0, 1, None, False, True) or b"")
+        line = orjson.loads(_line(sink, row, 1))
         for key, digits in (("ts", 3), ("duration_ms", 2), ("ttfb_ms", 2)):
             # Equal but at an exact tie, where round() goes to even and this goes up.
             assert abs(line[key] - round(x, digits)) <= 1.0001 / 10**digits
     row = tuple({**base, "ts": 1764590400.1234, "duration_ms": 12.345678}[f] for f in FIELDS)
-    line = orjson.loads(sink.done(row, None, 0.0, 1, None, False, True) or b"")
+    line = orjson.loads(_line(sink, row, 1))
     assert (line["ts"], line["duration_ms"]) == (1764590400.123, 12.35)
 
 
 def test_the_lines_keys_are_the_access_logs() -> None:
     row = _random_row(random.Random(3))
-    line = orjson.loads(new_sink().done(row, None, 0.0, 2, None, False, True) or b"")
+    line = orjson.loads(_line(new_sink(), row, 2))
     assert list(line) == [key for key, _, _ in ACCESS_LINE]
 
 

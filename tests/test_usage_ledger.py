@@ -370,7 +370,7 @@ def test_batches_come_in_steps_of_a_few_sizes_and_close_takes_the_rest(tmp_path:
     assert len(ledger._take(stopping=False)) == 2 * _ROWS_STEP  # a size whose INSERT is prepared
     assert ledger.queue_depth == 2 * _ROWS_STEP + 30
     assert len(ledger._take(stopping=False)) == 30  # a small rest goes whole
-    ledger._inflight = 0
+    ledger._q.done(2 * _ROWS_STEP + 30)  # the two batches were written
     for i in range(_ROWS_STEP + 7):
         ledger.submit(rec(1000 + i))
     assert len(ledger._take(stopping=True)) == _ROWS_STEP + 7  # closing: everything
@@ -392,3 +392,24 @@ def test_the_writer_thread_is_named_for_the_os(tmp_path: Path) -> None:
     finally:
         ledger.close()
     assert Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip() != "sluicegate-ledg"
+
+
+def test_the_row_queue_wakes_the_writer_once_a_batch_is_full_and_keeps_its_bound() -> None:
+    from sluicegate import _native
+
+    woken: list[int] = []
+    q = _native.RowQueue(5, 3, lambda: woken.append(1))
+    q.push((0,))
+    q.push((1,))
+    assert woken == [] and q.waiting == 2
+    q.push((2,))
+    assert woken == [1]  # a full batch
+    assert q.take(2) == [(0,), (1,)] and (q.waiting, q.depth) == (1, 3)  # taken rows still count
+    for i in range(3, 6):
+        q.push((i,))
+    assert (q.depth, q.dropped) == (5, 1)  # the bound counts rows being written
+    q.done(2)
+    q.close()
+    q.push((6,))
+    assert (q.depth, q.dropped) == (3, 2)  # after close: dropped
+    assert q.take(10) == [(2,), (3,), (4,)]

@@ -15,6 +15,7 @@ __all__ = [
     "ProtocolCore",
     "RequestInfo",
     "RequestSink",
+    "RowQueue",
     "SqliteLedgerWriter",
     "StreamTranslator",
     "__version__",
@@ -336,10 +337,11 @@ class StreamTranslator:
 
 @final
 class RequestSink:
-    """The access line and the metrics' counters of finished requests, from each one's ledger
+    """The access lines and the metrics' counters of finished requests, from each one's ledger
     row. `fields`: the row's field names in order; `line`: the access line's entries, (key,
     source, scale), source a field name, "=text" for a fixed text or "attempts"; scale > 0 rounds
-    a number half up to 1/scale. The bounds are the ttfb and duration histograms'."""
+    a number half up to 1/scale. The bounds are the ttfb and duration histograms'. Access lines
+    are kept until `take_access`; past `access_buffer_max` bytes `done` says so."""
 
     def __new__(
         cls,
@@ -347,6 +349,7 @@ class RequestSink:
         line: list[tuple[str, str, float]],
         ttfb_bounds: list[float],
         duration_bounds: list[float],
+        access_buffer_max: int,
     ) -> Self: ...
     def done(
         self,
@@ -357,9 +360,12 @@ class RequestSink:
         tail: bytes | None,
         metrics: bool,
         access: bool,
-    ) -> bytes | None:
-        """Count the request (when `metrics`); its access line, ending in a newline, when
-        `access` (`tail`, raw JSON, goes before the closing brace)."""
+    ) -> int:
+        """Count the request (when `metrics`) and keep its access line (when `access`; `tail`,
+        raw JSON, goes before the closing brace). 1: the first line kept since the last take;
+        2: the lines kept are past the bound; else 0."""
+    def take_access(self) -> bytes | None:
+        """The access lines kept since the last take, whole lines, or None."""
     def drain(
         self,
     ) -> list[
@@ -377,3 +383,26 @@ class RequestSink:
         """What was counted since the last drain, per (group, target): requests by status,
         errors by type, the ttfb and duration histograms (metrics.py's layout), tokens, cost;
         the counters start again from zero."""
+
+@final
+class RowQueue:
+    """The ledger's rows between the event loop and its writer: at most `queue_max` queued or
+    being written; `wake()` is called when `batch_max` rows wait."""
+
+    def __new__(cls, queue_max: int, batch_max: int, wake: Callable[[], object]) -> Self: ...
+    def push(self, row: object) -> None:
+        """Queue a row; past the bound or once closed it is dropped and counted. Never raises."""
+    def take(self, n: int) -> list[Any]:
+        """Up to n rows, oldest first; they count against the bound until `done`."""
+    def done(self, n: int) -> None:
+        """n taken rows are written (or given up)."""
+    def close(self) -> None:
+        """Rows pushed from now on are dropped."""
+    @property
+    def waiting(self) -> int:
+        """Rows waiting to be taken."""
+    @property
+    def depth(self) -> int:
+        """Rows waiting or being written."""
+    @property
+    def dropped(self) -> int: ...

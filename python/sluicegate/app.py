@@ -405,13 +405,13 @@ class Gateway:
         services = self.services
         if services is None:  # (not serving yet: no metrics or ledger to tell)
             row = usage_row(ctx, 0.0, duration)
-            line = _LINE_ONLY.done(row, ctx.ttfb, duration, ctx.attempts, None, False, access_log)
+            kept = _LINE_ONLY.done(row, ctx.ttfb, duration, ctx.attempts, None, False, access_log)
         else:
-            line = services.request_done(ctx, duration, access_log)
+            kept = services.request_done(ctx, duration, access_log)
             if ctx.limit_admission is not None:
                 await services.settle(ctx)
-        if line is not None:
-            log.write_access(line, snap.access_log_flush_s if snap is not None else 0.0)
+        if kept:
+            log.access_kept(kept, snap.access_log_flush_s if snap is not None else 0.0)
 
     # -- /metrics and /admin/ ------------------------------------------------------------------------
     @staticmethod

@@ -2,14 +2,15 @@
 
 The row is a tuple in UsageRecord's field order, built once here; the extension's RequestSink
 (rust/accounting.rs) reads it once for the access line and the metrics' counters, and the ledger
-queues the same tuple. This module says what the line holds; the sink only writes it.
+queues the same tuple. This module says what the line holds; the sink writes it and keeps it
+until log.py writes the access lines out.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import _native
+from . import _native, log
 from .context import RequestContext
 from .metrics import DURATION_BUCKETS, TTFB_BUCKETS
 from .usage.record import FIELDS
@@ -48,7 +49,12 @@ ACCESS_LINE: tuple[tuple[str, str, float], ...] = (
 
 
 def new_sink() -> Any:
-    return _native.RequestSink(list(FIELDS), list(ACCESS_LINE), list(TTFB_BUCKETS), list(DURATION_BUCKETS))
+    """A sink whose access lines log.py writes out with the rest of the access log."""
+    sink = _native.RequestSink(
+        list(FIELDS), list(ACCESS_LINE), list(TTFB_BUCKETS), list(DURATION_BUCKETS), log.BUFFER_MAX
+    )
+    log.add_access_source(sink.take_access)
+    return sink
 
 
 def usage_row(ctx: RequestContext, cost: float, duration_s: float) -> tuple[Any, ...]:

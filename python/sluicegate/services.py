@@ -186,6 +186,8 @@ class Services:
         # The access line and the metrics' counters of each finished request (rust/accounting.rs).
         self.sink = new_sink()
         self.metrics.drain_from(self.sink)
+        # Whether a finished request leaves anything besides its access line.
+        self.recording = self.metrics_enabled or not isinstance(self.ledger, NullLedger)
         self.metrics.watch(
             ledger=self.ledger, limiter=self.limiter, keystore=self.keystore, health=_breaker_states
         )

@@ -1,19 +1,19 @@
 """The usage ledger: a bounded in-process queue drained by one writer thread in batches.
 
-`submit_row()` is the only call on the request path: a length check and a deque append, never
-I/O, never an exception. A row is a tuple of UsageRecord's fields in order (record.FIELDS). The writer thread owns its connection; when the store fails it keeps the
+`submit_row()` is the only call on the request path: the extension's RowQueue.push (a bound check
+and an append, rust/row_queue.rs), never I/O, never an exception. A row is a tuple of
+UsageRecord's fields in order (record.FIELDS). The writer thread owns its connection; when the store fails it keeps the
 batch, retries with backoff, and lets the queue fill up to its bound (after which records are
 dropped and counted). A clean `close()` writes everything queued.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import _native, log
@@ -80,14 +80,15 @@ class Ledger:
         self._queue_max = max(1, queue_max)
         self._batch_max = max(1, batch_max)
         self._flush_interval_s = max(0.001, flush_interval_s)
-        self._dq: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._inflight = 0  # records taken off the deque by the writer and not yet committed
         self._wake = threading.Event()
+        # Rows queued and being written, at most queue_max; a full batch wakes the writer.
+        self._q = _native.RowQueue(self._queue_max, self._batch_max, self._wake.set)
+        self.submit_row: Callable[[tuple[Any, ...]], None] = self._q.push
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._deadline = 0.0
-        self.dropped = 0
+        self._refused = 0  # rows the store refused (dropped alone)
         self.written = 0
         self.write_errors = 0
         self.store_up = True
@@ -121,21 +122,14 @@ class Ledger:
     def submit(self, rec: UsageRecord) -> None:
         self.submit_row(record_row(rec))
 
-    def submit_row(self, row: tuple[Any, ...]) -> None:
-        try:
-            dq = self._dq
-            if self._closed or len(dq) + self._inflight >= self._queue_max:
-                self.dropped += 1
-                return
-            dq.append(row)
-            if len(dq) == self._batch_max:
-                self._wake.set()
-        except Exception:  # submit never fails a request
-            self.dropped += 1
+    @property
+    def dropped(self) -> int:
+        """Rows lost: past the queue's bound or after close, and refused by the store."""
+        return int(self._q.dropped) + self._refused
 
     @property
     def queue_depth(self) -> int:
-        return len(self._dq) + self._inflight
+        return int(self._q.depth)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,6 +143,7 @@ class Ledger:
         if self._closed:
             return
         self._closed = True
+        self._q.close()
         self._deadline = time.monotonic() + timeout_s
         if self._thread is None:
             self._run()  # never started: flush in the caller's thread
@@ -174,13 +169,13 @@ class Ledger:
         while True:
             stopping = self._stop.is_set() or self._closed
             if not batch:
-                if not self._dq:
+                if not self._q.waiting:
                     if stopping:
                         break
                     self._wake.wait(self._flush_interval_s)
                     self._wake.clear()
                     continue
-                if not stopping and len(self._dq) < self._batch_max:
+                if not stopping and self._q.waiting < self._batch_max:
                     # Let a batch build up for one interval (or until it is full).
                     self._wake.wait(self._flush_interval_s)
                     self._wake.clear()
@@ -217,7 +212,7 @@ class Ledger:
                 log.info("ledger store available again", store=self.db.display, queued=self.queue_depth)
             failures = 0
             self.written += written
-            self._inflight -= len(batch)
+            self._q.done(len(batch))
             batch = []
             now = time.monotonic()
             if self.dropped != dropped_reported and now - last_drop_log >= _DROP_LOG_EVERY_S:
@@ -276,17 +271,13 @@ class Ledger:
                     conn.execute(f"DROP INDEX IF EXISTS usage_records_by_{name}")
 
     def _take(self, stopping: bool) -> list[tuple[Any, ...]]:
-        dq, out = self._dq, []
-        n = min(len(dq), self._batch_max)
+        n = min(int(self._q.waiting), self._batch_max)
         if n > _ROWS_STEP and not stopping:
             # A batch of a size seen before reuses its prepared INSERT; preparing one of a few
             # hundred rows cost ~6 us a row (measured, random sizes against fixed ones). The
             # rest waits for the next batch.
             n -= n % _ROWS_STEP
-        self._inflight += n
-        for _ in range(n):
-            out.append(dq.popleft())
-        return out
+        return list(self._q.take(n))
 
     def _sqlite_insert_sql(self, rows: int) -> str:
         """One INSERT for `rows` records on SQLite (cached per count)."""
@@ -345,7 +336,7 @@ class Ledger:
                 raise  # retried whole; rows already written are skipped by ON CONFLICT
             except Exception:
                 bad += 1
-        self.dropped += bad
+        self._refused += bad
         log.error("ledger store rejected records; dropped them", dropped=bad, error=str(first).strip()[:300])
         return len(batch) - bad
 
