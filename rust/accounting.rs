@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
@@ -191,9 +192,34 @@ struct MetricFields {
     error_type: usize,
 }
 
+/// FNV-1a: group and target names are a few bytes, hashed on every request; the standard
+/// SipHash resists hash flooding, which names from the operator's config do not call for.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type ByName<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
+
 #[derive(Debug, Default)]
 pub struct Counters {
-    pairs: HashMap<String, HashMap<String, PairStats>>,
+    pairs: ByName<ByName<PairStats>>,
 }
 
 impl Counters {
