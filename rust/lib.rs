@@ -1,7 +1,9 @@
 //! sluicegate's native hot path. Python decides; this crate moves bytes.
 //!
 //! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`) that
-//! `cargo test` exercises without Python; `request`, `exchange`, `protocol`, `ledger` and `accounting` are the thin PyO3 faces (`translate::py` for the translators).
+//! `cargo test` exercises without Python; `request`, `exchange`, `protocol`, `ledger`,
+//! `row_queue` and `accounting` are the thin PyO3 faces (`translate::py` for the translators),
+//! and `sqlite_static` is the FFI under `ledger`.
 use pyo3::prelude::*;
 
 pub mod accounting;
