@@ -269,17 +269,22 @@ class Services:
         )
 
     # -- end of request ----------------------------------------------------------------------------
-    def request_done(self, ctx: RequestContext, duration_s: float, access_log: bool) -> bytes | None:
-        """Metrics and the ledger's record of a finished request; its access line, when wanted.
-        What settles its limits, if it was admitted under any, is `settle` (to await)."""
+    def request_done(self, ctx: RequestContext, duration_s: float, access_log: bool) -> int:
+        """Metrics, the ledger's record and (when wanted) the access line of a finished request;
+        what the sink said of its access lines, for log.access_kept. What settles its limits,
+        if it was admitted under any, is `settle` (to await)."""
         u = ctx.usage
         price = ctx.price
         ctx.cost = cost = cost_usd(price, u[0], u[1], u[2], u[3]) if price is not None else 0.0
+        if not (self.recording or access_log):  # every accounting switch off: nothing to build
+            return 0
         row = usage_row(ctx, cost, duration_s)
         tail = None if ctx.prompt_log is None else b',"request_body":' + orjson.dumps(ctx.prompt_log)
-        line = self.sink.done(row, ctx.ttfb, duration_s, ctx.attempts, tail, self.metrics_enabled, access_log)
+        kept: int = self.sink.done(
+            row, ctx.ttfb, duration_s, ctx.attempts, tail, self.metrics_enabled, access_log
+        )
         self.ledger.submit_row(row)
-        return line
+        return kept
 
     async def settle(self, ctx: RequestContext) -> None:
         """The limits a finished request was admitted under get its tokens and cost."""
