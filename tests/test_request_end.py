@@ -248,3 +248,28 @@ def test_the_sink_counts_what_request_done_counts() -> None:
         for pair, value in w.items():
             assert g[pair] == pytest.approx(value, rel=1e-12), (name, pair)
     assert sink.drain() == []  # the dump took everything
+
+
+def test_with_every_switch_off_a_finished_request_builds_nothing() -> None:
+    from sluicegate.services import Services
+
+    calls: list[str] = []
+
+    class Spy:
+        def done(self, *args: Any) -> int:
+            calls.append("line/metrics")
+            return 1
+
+        def submit_row(self, row: tuple[Any, ...]) -> None:
+            calls.append("ledger")
+
+    services = Services.__new__(Services)  # the decision alone, without stores or threads
+    services.sink = services.ledger = Spy()
+    services.metrics_enabled, services.recording = False, False
+    ctx = RequestContext("messages")
+    assert services.request_done(ctx, 0.01, access_log=False) == 0 and calls == []
+    assert services.request_done(ctx, 0.01, access_log=True) == 1
+    assert calls == ["line/metrics", "ledger"]
+    services.recording, calls[:] = True, []  # metrics or the ledger on: the row is built
+    services.request_done(ctx, 0.01, access_log=False)
+    assert calls == ["line/metrics", "ledger"]

@@ -2,9 +2,9 @@
 
 `submit_row()` is the only call on the request path: the extension's RowQueue.push (a bound check
 and an append, rust/row_queue.rs), never I/O, never an exception. A row is a tuple of
-UsageRecord's fields in order (record.FIELDS). The writer thread owns its connection; when the store fails it keeps the
-batch, retries with backoff, and lets the queue fill up to its bound (after which records are
-dropped and counted). A clean `close()` writes everything queued.
+UsageRecord's fields in order (record.FIELDS). The writer thread owns its connection; when the
+store fails it keeps the batch, retries with backoff, and lets the queue fill up to its bound
+(after which records are dropped and counted). A clean `close()` writes everything queued.
 """
 
 from __future__ import annotations
