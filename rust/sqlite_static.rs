@@ -83,7 +83,12 @@ impl StaticInsert {
                     Cell::Int(v) => ffi::sqlite3_bind_int64(stmt, at, v),
                     Cell::Real(v) => ffi::sqlite3_bind_double(stmt, at, v),
                     Cell::Text(a, b) => {
-                        let text = rows.text.as_bytes().get(a..b).unwrap_or_default();
+                        // An empty text is bound to a literal: the buffer's pointer may dangle
+                        // when it holds nothing.
+                        let text = match rows.text.as_bytes().get(a..b) {
+                            Some(t) if !t.is_empty() => t,
+                            _ => b"".as_slice(),
+                        };
                         let len = c_int::try_from(text.len()).unwrap_or(c_int::MAX);
                         // SQLITE_STATIC: SQLite reads the bytes in place until the binding is
                         // cleared, which happens below, before `rows` can go away.

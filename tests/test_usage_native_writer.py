@@ -42,7 +42,7 @@ def row(i: int, **fields: Any) -> tuple[Any, ...]:
 def _varied() -> list[UsageRecord]:
     return [
         rec(1, ts=0.0),  # the first second of 1970
-        rec(2, ts=86_399.999, key_name=None, user=None, session_id=None),  # its last
+        rec(2, ts=86_399.999, key_name=None, user=None, session_id=None, project=""),  # its last
         rec(3, ts=951_782_400.0, stream=False, client_disconnected=True),  # 2000-02-29
         rec(4, ts=1_798_761_599.5, usage_estimated=True, error_type="overloaded_error"),
         rec(5, ts=1_798_761_600.0, cost_usd=1e-12, upstream_cost_usd=0.0, ttfb_ms=0.25),
