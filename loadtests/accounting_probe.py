@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import ACCOUNTING, CLK_TCK, Fleet, Spec, tree_pids
+from bench import ACCOUNTING, CLK_TCK, ONE_SWITCH_OFF, Fleet, Spec, ledger_rows, tree_pids
 from loadgen import run_scenario
 
 GATEWAYS = {
@@ -80,16 +80,7 @@ async def measure(fleet: Fleet, spec: Spec, name: str) -> tuple[dict[str, float]
 
 def _rows_written(fleet: Fleet, name: str) -> int:
     """Rows in the gateway's SQLite ledger (it writes within its flush interval, 0.5 s)."""
-    import sqlite3
-
-    path = fleet.work / f"state-{name}" / "usage.db"
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path, timeout=5) as c:
-        try:
-            return int(c.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
+    return ledger_rows(fleet.work / f"state-{name}")
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -107,9 +98,9 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         if args.switches:
             # One switch off at a time: which of the three the event loop's share belongs to.
-            for name in ("sluicegate-no-log", "sluicegate-no-metrics", "sluicegate-no-ledger"):
+            for label, name in ONE_SWITCH_OFF.items():
                 fleet.targets[name] = fleet._gateway(name, 0, env, ACCOUNTING[name])
-                labels[name.removeprefix("sluicegate-no-") + " off"] = name
+                labels[label] = name
         if args.twin:
             # A second gateway of the first's config: how far two identical gateways differ.
             fleet.targets["sluicegate-twin"] = fleet._gateway("sluicegate-twin", 0, env, set())

@@ -21,6 +21,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,40 @@ ACCOUNTING = {  # gateway name -> accounting switches turned off (--accounting)
     "sluicegate-no-ledger": {"ledger"},
     "sluicegate-quiet": {"access_log", "metrics", "ledger"},
 }
+# The gateways with one switch off, by the label the probes print.
+ONE_SWITCH_OFF = {
+    "log off": "sluicegate-no-log",
+    "metrics off": "sluicegate-no-metrics",
+    "ledger off": "sluicegate-no-ledger",
+}
+
+
+def serve_cmd(cfg: Path, port: int) -> list[str]:
+    """`sluicegate serve` with one worker, as every benchmark runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "sluicegate.cli",
+        "serve",
+        "--config",
+        str(cfg),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def ledger_rows(state_dir: Path) -> int:
+    """Rows in the SQLite ledger of a gateway with this state dir (0 before it has one)."""
+    path = state_dir / "usage.db"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=5) as c:
+        try:
+            return int(c.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
 
 
 def gateway_config(mock_port: int, off: set[str]) -> dict[str, Any]:
@@ -283,18 +318,7 @@ class Fleet:
             variant = str(Path(__file__).resolve().parent / "serve_variant.py")
             cmd = [sys.executable, variant, str(cfg), str(port), self.granian]
         else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "sluicegate.cli",
-                "serve",
-                "--config",
-                str(cfg),
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ]
+            cmd = serve_cmd(cfg, port)
         proc = self._spawn([*batch_policy(name), *taskset(cpu), *cmd], f"{name}.log", genv)
         wait_port(port, proc, name)
         return Target(name, port, proc)

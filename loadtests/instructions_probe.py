@@ -22,7 +22,6 @@ import asyncio
 import os
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,18 +34,21 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import ACCOUNTING, Spec, free_port, gateway_config, tree_pids, wait_port_plain
+from bench import (
+    ACCOUNTING,
+    ONE_SWITCH_OFF,
+    Spec,
+    free_port,
+    gateway_config,
+    ledger_rows,
+    serve_cmd,
+    tree_pids,
+    wait_port_plain,
+)
 from loadgen import run_scenario
 
 GATEWAYS = {"all on": set(), "all off": ACCOUNTING["sluicegate-quiet"]}
-SWITCHES = {
-    f"{name.removeprefix('sluicegate-no-')} off": ACCOUNTING[name]
-    for name in (
-        "sluicegate-no-log",
-        "sluicegate-no-metrics",
-        "sluicegate-no-ledger",
-    )
-}
+SWITCHES = {label: ACCOUNTING[name] for label, name in ONE_SWITCH_OFF.items()}
 _TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
 
 
@@ -72,16 +74,7 @@ class Gateway:
             "--trace-children=yes",
             "--separate-threads=yes",
             f"--callgrind-out-file={self.out}.%p",
-            sys.executable,
-            "-m",
-            "sluicegate.cli",
-            "serve",
-            "--config",
-            str(cfg),
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
+            *serve_cmd(cfg, self.port),
         ]
         self.log = open(work / f"{self.slug}.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
@@ -118,14 +111,7 @@ class Gateway:
         return out
 
     def rows(self) -> int:
-        path = self.state / "usage.db"
-        if not path.exists():
-            return 0
-        with sqlite3.connect(path, timeout=5) as c:
-            try:
-                return int(c.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
-            except sqlite3.OperationalError:
-                return 0
+        return ledger_rows(self.state)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -16,10 +16,11 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 use pyo3::Borrowed;
 
 use crate::json_float::push_f64;
+use crate::py_value::{kind_of, PyValue};
 use crate::translate::json_out::{push_str, push_u64};
 
 /// One value of the row as read.
@@ -59,27 +60,14 @@ impl Item<'_> {
     }
 }
 
-/// A value by its exact type first (one pointer compare each under the stable ABI, where the
-/// subclass checks are calls), then by the subclass checks.
 pub fn read_item<'a>(value: &'a Bound<'_, PyAny>) -> Item<'a> {
-    if value.is_none() {
-        Item::Null
-    } else if let Ok(s) = value.cast_exact::<PyString>() {
-        Item::Text(s.to_string_lossy())
-    } else if value.is_exact_instance_of::<PyInt>() {
-        value.extract().map_or(Item::Other, Item::Int)
-    } else if let Ok(f) = value.cast_exact::<PyFloat>() {
-        Item::Real(f.value())
-    } else if let Ok(b) = value.cast::<PyBool>() {
-        Item::Bool(b.is_true())
-    } else if value.is_instance_of::<PyInt>() {
-        value.extract().map_or(Item::Other, Item::Int)
-    } else if let Ok(f) = value.cast::<PyFloat>() {
-        Item::Real(f.value())
-    } else if let Ok(s) = value.cast::<PyString>() {
-        Item::Text(s.to_string_lossy())
-    } else {
-        Item::Other
+    match kind_of(value) {
+        PyValue::None => Item::Null,
+        PyValue::Bool(b) => Item::Bool(b),
+        PyValue::Int(v) => v.extract().map_or(Item::Other, Item::Int),
+        PyValue::Real(v) => Item::Real(v),
+        PyValue::Text(s) => Item::Text(s.to_string_lossy()),
+        PyValue::Other => Item::Other,
     }
 }
 

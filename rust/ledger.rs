@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::PyTuple;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::py_value::{kind_of, PyValue};
 use crate::sqlite_static::StaticInsert;
 
 /// One bound value; text is a range of the batch's shared buffer.
@@ -267,38 +268,29 @@ impl SqliteLedgerWriter {
     }
 }
 
-/// A value by its exact type first (a pointer compare each under the stable ABI, where the
-/// subclass checks are calls), then by the subclass checks, as the sqlite3 module adapts them.
+/// A value as the sqlite3 module adapts it: an int past 64 bits is its OverflowError, a type it
+/// does not adapt its ProgrammingError.
 fn push_value(
     py: Python<'_>,
     rows: &mut Rows,
     value: &Bound<'_, PyAny>,
     param: usize,
 ) -> PyResult<()> {
-    if value.is_none() {
-        rows.cells.push(Cell::Null);
-    } else if let Ok(s) = value.cast_exact::<PyString>() {
-        rows.push_text(s.to_str()?);
-    } else if value.is_exact_instance_of::<PyInt>() {
-        rows.cells.push(Cell::Int(value.extract()?));
-    } else if let Ok(f) = value.cast_exact::<PyFloat>() {
-        rows.cells.push(Cell::Real(f.value()));
-    } else if let Ok(b) = value.cast::<PyBool>() {
-        rows.cells.push(Cell::Int(i64::from(b.is_true())));
-    } else if value.is_instance_of::<PyInt>() {
-        rows.cells.push(Cell::Int(value.extract()?));
-    } else if let Ok(f) = value.cast::<PyFloat>() {
-        rows.cells.push(Cell::Real(f.value()));
-    } else if let Ok(s) = value.cast::<PyString>() {
-        rows.push_text(s.to_str()?);
-    } else {
-        let kind = value
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let msg = format!("Error binding parameter {param}: type '{kind}' is not supported");
-        return Err(sqlite_exception(py, "ProgrammingError", &msg));
+    match kind_of(value) {
+        PyValue::None => rows.cells.push(Cell::Null),
+        PyValue::Bool(b) => rows.cells.push(Cell::Int(i64::from(b))),
+        PyValue::Int(v) => rows.cells.push(Cell::Int(v.extract()?)),
+        PyValue::Real(v) => rows.cells.push(Cell::Real(v)),
+        PyValue::Text(s) => rows.push_text(s.to_str()?),
+        PyValue::Other => {
+            let kind = value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            let msg = format!("Error binding parameter {param}: type '{kind}' is not supported");
+            return Err(sqlite_exception(py, "ProgrammingError", &msg));
+        }
     }
     Ok(())
 }

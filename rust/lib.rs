@@ -3,7 +3,7 @@
 //! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`) that
 //! `cargo test` exercises without Python; `request`, `exchange`, `protocol`, `ledger`,
 //! `row_queue` and `accounting` are the thin PyO3 faces (`translate::py` for the translators),
-//! and `sqlite_static` is the FFI under `ledger`.
+//! `sqlite_static` is the FFI under `ledger`, and `py_value` the type dispatch both read rows by.
 use pyo3::prelude::*;
 
 pub mod accounting;
@@ -14,6 +14,7 @@ pub mod json_float;
 pub mod json_scan;
 pub mod ledger;
 pub mod protocol;
+pub mod py_value;
 pub mod request;
 pub mod row_queue;
 pub mod sqlite_static;

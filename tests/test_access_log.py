@@ -1,5 +1,5 @@
-"""The buffered access log: few writes, whole lines, kept in order with event lines; for lines
-given to log.write_access and for the lines a RequestSink keeps (the gateway's own)."""
+"""The buffered access log: the lines a RequestSink keeps (the gateway's own) go out in few
+writes of whole lines, in order with event lines."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import fcntl
 import os
 import select
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -53,21 +53,10 @@ def _read(r: int) -> list[bytes]:
     return out.splitlines()
 
 
-def _line(i: int, pad: int = 600) -> bytes:
-    return orjson.dumps({"event": "request", "request_id": f"r{i}", "pad": "x" * pad}) + b"\n"
-
-
-Write = Callable[[int, int, float], None]  # (request number, padding, flush_s)
-
-
-def _python_write(i: int, pad: int, flush_s: float) -> None:
-    log.write_access(_line(i, pad), flush_s)
-
-
 _SINK = new_sink()
 
 
-def _sink_write(i: int, pad: int, flush_s: float) -> None:
+def write(i: int, pad: int, flush_s: float) -> None:
     """As the gateway does: the sink keeps the line and tells log when to write it out."""
     values = {f: None for f in FIELDS}
     values.update(ts=1.0, request_id=f"r{i}", requested_model="x" * pad, status=200, stream=False)
@@ -78,15 +67,7 @@ def _sink_write(i: int, pad: int, flush_s: float) -> None:
         log.access_kept(kept, flush_s)
 
 
-@pytest.fixture(params=[_python_write, _sink_write], ids=["write_access", "sink"])
-def write(request: pytest.FixtureRequest) -> Write:
-    fn: Write = request.param
-    return fn
-
-
-def test_lines_wait_for_the_timer_then_go_out_in_few_whole_line_writes(
-    pipe: tuple[int, list[int]], write: Write
-) -> None:
+def test_lines_wait_for_the_timer_then_go_out_in_few_whole_line_writes(pipe: tuple[int, list[int]]) -> None:
     r, sizes = pipe
 
     async def main() -> list[bytes]:
@@ -106,9 +87,7 @@ def test_lines_wait_for_the_timer_then_go_out_in_few_whole_line_writes(
     assert sum(sizes) == sum(len(x) + 1 for x in lines)
 
 
-def test_an_event_line_writes_the_waiting_access_lines_first(
-    pipe: tuple[int, list[int]], write: Write
-) -> None:
+def test_an_event_line_writes_the_waiting_access_lines_first(pipe: tuple[int, list[int]]) -> None:
     r, _ = pipe
 
     async def main() -> None:
@@ -121,9 +100,7 @@ def test_an_event_line_writes_the_waiting_access_lines_first(
     assert [e.get("request_id") or e["message"] for e in events] == ["r1", "reloaded", "r2"]
 
 
-def test_a_line_longer_than_pipe_buf_is_written_whole_and_alone(
-    pipe: tuple[int, list[int]], write: Write
-) -> None:
+def test_a_line_longer_than_pipe_buf_is_written_whole_and_alone(pipe: tuple[int, list[int]]) -> None:
     r, sizes = pipe
 
     async def main() -> None:
@@ -138,7 +115,7 @@ def test_a_line_longer_than_pipe_buf_is_written_whole_and_alone(
     assert sizes == [len(x) + 1 for x in lines] and sizes[1] > select.PIPE_BUF
 
 
-def test_a_full_buffer_is_written_without_waiting(pipe: tuple[int, list[int]], write: Write) -> None:
+def test_a_full_buffer_is_written_without_waiting(pipe: tuple[int, list[int]]) -> None:
     r, _ = pipe
 
     async def main() -> list[bytes]:
@@ -153,7 +130,7 @@ def test_a_full_buffer_is_written_without_waiting(pipe: tuple[int, list[int]], w
     assert log.BUFFER_MAX <= kept < log.BUFFER_MAX + max(len(x) + 1 for x in lines)
 
 
-def test_outside_an_event_loop_a_line_is_written_at_once(pipe: tuple[int, list[int]], write: Write) -> None:
+def test_outside_an_event_loop_a_line_is_written_at_once(pipe: tuple[int, list[int]]) -> None:
     r, _ = pipe
     write(7, 600, 10.0)
     assert [orjson.loads(x)["request_id"] for x in _read(r)] == ["r7"]

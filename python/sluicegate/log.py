@@ -1,12 +1,11 @@
 """Structured JSON log lines, never carrying secrets or prompt text.
 
-Event lines are written at once. Access lines (one per request) are buffered for up to the
-snapshot's `access_log_flush_ms` and written several per syscall: a write per request cost more
-than the rest of the access log. The gateway's own access lines are kept by the extension's
-RequestSink (request_end.py), registered here with `add_access_source`; `write_access` takes a
-line built anywhere else. Each write is at most PIPE_BUF bytes and ends on a line, so lines
-from several workers sharing one pipe never interleave mid-line. An event line first writes out
-the access lines before it, so the order on stderr stays the order things happened.
+Event lines are written at once. Access lines (one per request) are kept by the extension's
+RequestSink (request_end.py), registered here with `add_access_source`, for up to the
+snapshot's `access_log_flush_ms`, and written several per syscall: a write per request cost more
+than the rest of the access log. Each write is at most PIPE_BUF bytes and ends on a line, so
+lines from several workers sharing one pipe never interleave mid-line. An event line first
+writes out the access lines before it, so the order on stderr stays the order things happened.
 """
 
 from __future__ import annotations
@@ -26,14 +25,12 @@ import orjson
 
 _FD = 2
 _CHUNK = select.PIPE_BUF  # a pipe write up to this size is atomic (POSIX)
-BUFFER_MAX = 64 * 1024  # buffered access lines written at once past this many bytes
+BUFFER_MAX = 64 * 1024  # kept access lines are written at once past this many bytes
 
 _lock = threading.Lock()
-_pending: list[bytes] = []
-_pending_bytes = 0
 _timer: asyncio.TimerHandle | None = None
 _timer_loop: asyncio.AbstractEventLoop | None = None
-# Where else access lines wait: each a callable that hands them over (whole lines) or None.
+# Where access lines wait: each a callable that hands them over (whole lines) or None.
 _sources: list[Callable[[], bytes | None]] = []
 _sources_pending = False  # a source has told of lines since the last flush
 
@@ -41,7 +38,7 @@ _sources_pending = False  # a source has told of lines since the last flush
 def emit(event: str, **fields: Any) -> None:
     record = {"ts": round(time.time(), 3), "event": event, **fields}
     line = orjson.dumps(record, default=str) + b"\n"
-    if _pending or _sources_pending:
+    if _sources_pending:
         flush_access()
     _write(line)
 
@@ -59,37 +56,20 @@ def error(message: str, **fields: Any) -> None:
 
 
 def add_access_source(take: Callable[[], bytes | None]) -> None:
-    """Access lines kept elsewhere (a RequestSink's `take_access`), written with the rest."""
+    """Where access lines are kept (a RequestSink's `take_access`): flushes take them from it."""
     _sources.append(take)
 
 
 def access_kept(state: int, flush_s: float) -> None:
     """A source kept an access line and said (RequestSink.done) 1: the first since it was last
-    taken, or 2: past its bound. Its lines are written within flush_s (at once for 0 or 2)."""
+    taken, or 2: past its bound. Its lines are written within flush_s (at once for flush_s 0 or
+    state 2)."""
     global _sources_pending
     _sources_pending = True
     if state >= 2 or flush_s <= 0:
         flush_access()
     else:
         _flush_within(flush_s)
-
-
-def write_access(line: bytes, flush_s: float = 0.0) -> None:
-    """One access line; with flush_s > 0 (on the event loop) it is written within flush_s."""
-    global _pending_bytes
-    if flush_s <= 0:
-        if _pending or _sources_pending:
-            flush_access()
-        _write(line)
-        return
-    with _lock:
-        _pending.append(line)
-        _pending_bytes += len(line)
-        full = _pending_bytes >= BUFFER_MAX
-    if full:
-        flush_access()
-        return
-    _flush_within(flush_s)
 
 
 def _flush_within(flush_s: float) -> None:
@@ -110,21 +90,10 @@ def _on_timer() -> None:
 
 
 def flush_access() -> None:
-    """Write the buffered access lines now (any thread)."""
-    global _pending, _pending_bytes, _sources_pending
+    """Write the kept access lines now (any thread)."""
+    global _sources_pending
     with _lock:
         _sources_pending = False
-        lines, _pending, _pending_bytes = _pending, [], 0
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines:
-            if chunk and size + len(line) > _CHUNK:
-                _write(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
-        if chunk:
-            _write(b"".join(chunk))
         for take in _sources:
             data = take()
             if not data:
