@@ -1,10 +1,9 @@
-//! The ledger's SQLite writer: a batch of usage records inserted in one transaction, the values
-//! read from the records in one pass under the GIL and the SQLite work done without it.
+//! The ledger's SQLite writer: a batch of usage records stored as one row (ledger_batch.rs makes
+//! it) and added to the daily rollups, in one transaction, the values read from the records in
+//! one pass under the GIL and the SQLite work done without it.
 //!
-//! Python decides (usage/ledger.py): the schema, the statement, the record fields in column
-//! order, when to write and what to do on an error. This moves the values: Python's driver spent
-//! ~4 us a row of the gateway's core binding 31 parameters through its adaptation protocol, on
-//! top of SQLite's own ~4 us (measured on the same table and rows).
+//! Python decides (usage/ledger.py, usage/_schema.py): the schema, the statements, the record
+//! fields in order, when to write and what to do on an error.
 //!
 //! One copy of SQLite in the process: the crate links the system library dynamically, the same
 //! file Python's sqlite3 module runs on when Python is built against it. Two copies in one
@@ -19,51 +18,11 @@ use std::time::Duration;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
+use crate::ledger_batch::{Batch, BatchBuilder, Refusal, RollupSpec, Val};
 use crate::py_value::{kind_of, PyValue};
-use crate::sqlite_static::StaticInsert;
-
-/// One bound value; text is a range of the batch's shared buffer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Cell {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(usize, usize),
-}
-
-/// A batch's values, row after row, `width` cells a row.
-#[derive(Debug, Default)]
-pub struct Rows {
-    pub width: usize,
-    pub cells: Vec<Cell>,
-    pub text: String,
-}
-
-impl Rows {
-    pub fn new(width: usize) -> Self {
-        Rows {
-            width,
-            cells: Vec::new(),
-            text: String::new(),
-        }
-    }
-
-    pub fn push_text(&mut self, s: &str) {
-        let start = self.text.len();
-        self.text.push_str(s);
-        self.cells.push(Cell::Text(start, self.text.len()));
-    }
-
-    pub fn len(&self) -> usize {
-        self.cells.len().checked_div(self.width).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// The UTC day of a unix time as "YYYY-MM-DD", the ledger's `day` column (what
 /// `time.strftime("%Y-%m-%d", time.gmtime(ts))` gives), appended to `out`.
@@ -82,27 +41,22 @@ pub fn push_utc_day(ts: f64, out: &mut String) {
     out.push_str(&format!("{year:04}-{month:02}-{day:02}"));
 }
 
-/// A connection and its INSERTs: (rows a statement carries, the statement), most rows first,
-/// the last one of one row. Several rows a statement cost SQLite less than one: ~3 vs ~4.4 us a
-/// row in C on this table (measured), the statement's own work (its cursors, the AUTOINCREMENT
-/// counter read and written back) paid once for all of them.
+/// A connection and the two statements a batch takes: the batch's row (its parameters: first
+/// time, first request id, least and greatest time, records, the records' text) and a rollup
+/// upsert (the day, the dimensions, then the sums in `Sums` order).
 pub struct Writer {
-    // Before the connection: fields drop in order, and the statements must go first.
-    inserts: Vec<(usize, StaticInsert)>,
     conn: Connection,
+    batch_sql: String,
+    rollup_sql: String,
 }
 
 impl Writer {
     pub fn open(
         path: &std::path::Path,
-        mut inserts: Vec<(usize, String)>,
+        batch_sql: String,
+        rollup_sql: String,
         busy_timeout: Duration,
     ) -> rusqlite::Result<Self> {
-        inserts.retain(|(rows, _)| *rows > 0);
-        inserts.sort_by_key(|(rows, _)| std::cmp::Reverse(*rows));
-        if inserts.last().map(|(rows, _)| *rows) != Some(1) {
-            return Err(rusqlite::Error::InvalidQuery);
-        }
         // NO_MUTEX: the connection is only ever used under the writer's own lock.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -112,56 +66,152 @@ impl Writer {
         // The same settings as the Python side's connections (usage/_db.py).
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
-        let inserts = inserts
-            .into_iter()
-            .map(|(rows, sql)| StaticInsert::prepare(&conn, &sql).map(|stmt| (rows, stmt)))
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(Writer { inserts, conn })
+        // Prepared now, so a wrong statement fails at connect and not at the first batch.
+        conn.prepare_cached(&batch_sql)?;
+        conn.prepare_cached(&rollup_sql)?;
+        Ok(Writer {
+            conn,
+            batch_sql,
+            rollup_sql,
+        })
     }
 
-    /// All of `rows` in one transaction, or none of them.
-    pub fn write(&mut self, rows: &Rows) -> rusqlite::Result<usize> {
+    /// The batch and its rollups in one transaction, or nothing; a batch already stored (a retry
+    /// of one whose commit landed) adds nothing, rollups included. Whether it was new.
+    pub fn write(&mut self, batch: &Batch) -> rusqlite::Result<bool> {
+        if batch.n == 0 {
+            return Ok(false);
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let inserted = self
-            .insert_all(rows)
-            .and_then(|()| self.conn.execute_batch("COMMIT"));
-        if let Err(e) = inserted {
+            .insert(batch)
+            .and_then(|new| self.conn.execute_batch("COMMIT").map(|()| new));
+        if inserted.is_err() && !self.conn.is_autocommit() {
             // A failed COMMIT (busy) leaves the transaction open too.
-            if !self.conn.is_autocommit() {
-                let _ = self.conn.execute_batch("ROLLBACK");
-            }
-            return Err(e);
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        Ok(rows.len())
+        inserted
     }
 
-    fn insert_all(&mut self, rows: &Rows) -> rusqlite::Result<()> {
-        let width = rows.width.max(1);
-        let mut done = 0;
-        while done < rows.len() {
-            let left = rows.len() - done;
-            let Some((n, stmt)) = self.inserts.iter_mut().find(|(n, _)| *n <= left) else {
-                return Err(rusqlite::Error::InvalidQuery);
-            };
-            let cells = rows
-                .cells
-                .get(done * width..(done + *n) * width)
-                .unwrap_or_default();
-            stmt.execute(rows, cells)?;
-            done += *n;
+    fn insert(&mut self, b: &Batch) -> rusqlite::Result<bool> {
+        let records = ToSqlOutput::Borrowed(ValueRef::Text(&b.records));
+        let n = i64::try_from(b.n).unwrap_or(i64::MAX);
+        let added = self.conn.prepare_cached(&self.batch_sql)?.execute(params![
+            b.first_ts, b.first_id, b.ts_min, b.ts_max, n, records
+        ])?;
+        if added == 0 {
+            return Ok(false);
         }
-        Ok(())
+        let mut upsert = self.conn.prepare_cached(&self.rollup_sql)?;
+        for (dims, sums) in &b.rollups {
+            let mut values: Vec<SqlValue> =
+                dims.iter().map(|d| SqlValue::Text(d.clone())).collect();
+            values.push(SqlValue::Integer(sums.requests));
+            values.push(SqlValue::Integer(sums.errors));
+            values.extend(sums.ints.iter().map(|v| SqlValue::Integer(*v)));
+            values.extend(sums.reals.iter().map(|v| SqlValue::Real(*v)));
+            for (sum, count) in &sums.opts {
+                values.push(SqlValue::Real(*sum));
+                values.push(SqlValue::Integer(*count));
+            }
+            upsert.execute(params_from_iter(values))?;
+        }
+        Ok(true)
     }
 }
 
-/// `SqliteLedgerWriter(path, inserts, width, busy_timeout_ms)`: `inserts` are (rows, INSERT of
-/// that many rows of `width + 1` parameters each), one of them of one row. Records are tuples of
-/// `width` values; a row's first parameter is the UTC day of the first value (the unix time),
-/// then the values in order.
+/// `SqliteLedgerWriter(path, batch_sql, rollup_sql, shape, busy_timeout_ms)`: `shape` is (width,
+/// id field, required fields, rollup spec): records are tuples of `width` values, the unix time
+/// first and the request id at the id field; the rollup spec is (dimensions, status, int sums,
+/// real sums, optional sums), field indexes each.
 #[pyclass(module = "sluicegate._native", frozen)]
 pub struct SqliteLedgerWriter {
     writer: Mutex<Option<Writer>>,
+    shape: Shape,
+}
+
+type ShapeArg = (
+    usize,
+    usize,
+    Vec<usize>,
+    (Vec<usize>, usize, Vec<usize>, Vec<usize>, Vec<usize>),
+);
+
+/// What a record looks like: its width, where its request id is, which fields it must have,
+/// what its rollups take.
+#[derive(Clone)]
+struct Shape {
     width: usize,
+    id_field: usize,
+    required: Vec<usize>,
+    spec: RollupSpec,
+}
+
+impl Shape {
+    fn new(shape: ShapeArg) -> PyResult<Self> {
+        let (width, id_field, required, spec) = shape;
+        let (dims, status, int_sums, real_sums, opt_sums) = spec;
+        let spec = RollupSpec {
+            dims,
+            status,
+            int_sums,
+            real_sums,
+            opt_sums,
+        };
+        // Checked once here; `build` makes its builders from a shape known to be good.
+        BatchBuilder::new(width, id_field, &required, spec.clone())
+            .map_err(PyValueError::new_err)?;
+        Ok(Shape {
+            width,
+            id_field,
+            required,
+            spec,
+        })
+    }
+
+    /// The records read in one pass, with the GIL held.
+    fn build(&self, py: Python<'_>, records: &[Bound<'_, PyTuple>]) -> PyResult<Batch> {
+        let mut b = BatchBuilder::new(self.width, self.id_field, &self.required, self.spec.clone())
+            .map_err(PyValueError::new_err)?;
+        for rec in records {
+            if rec.len() != self.width {
+                let msg = format!("a record of {} values, not {}", rec.len(), self.width);
+                return Err(sqlite_exception(py, "ProgrammingError", &msg));
+            }
+            b.begin();
+            for i in 0..self.width {
+                // Borrowed: no reference count taken and dropped per value.
+                let value = rec.get_borrowed_item(i)?;
+                let v = match kind_of(&value) {
+                    PyValue::None => Val::Null,
+                    PyValue::Bool(x) => Val::Bool(x),
+                    // An int past 64 bits raises OverflowError, as the sqlite3 module does.
+                    PyValue::Int(x) => Val::Int(x.extract()?),
+                    PyValue::Real(x) => Val::Real(x),
+                    PyValue::Text(s) => Val::Text(s.to_str()?),
+                    PyValue::Other => {
+                        let kind = value
+                            .get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default();
+                        let msg = format!("field {i}: type '{kind}' is not supported");
+                        return Err(sqlite_exception(py, "ProgrammingError", &msg));
+                    }
+                };
+                b.value(i, v).map_err(|refusal| match refusal {
+                    Refusal::Missing(msg) => sqlite_exception(
+                        py,
+                        "IntegrityError",
+                        &format!("NOT NULL constraint failed: {msg}"),
+                    ),
+                    Refusal::Bad(msg) => sqlite_exception(py, "ProgrammingError", &msg),
+                })?;
+            }
+            b.end();
+        }
+        Ok(b.finish())
+    }
 }
 
 #[pymethods]
@@ -170,43 +220,36 @@ impl SqliteLedgerWriter {
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        inserts: Vec<(usize, String)>,
-        width: usize,
+        batch_sql: String,
+        rollup_sql: String,
+        shape: ShapeArg,
         busy_timeout_ms: u64,
     ) -> PyResult<Self> {
-        if width == 0 {
-            return Err(PyValueError::new_err(
-                "width: at least the unix time is needed",
-            ));
-        }
-        // Writer::open refuses this too; here it gets a message that names the argument.
-        if !inserts.iter().any(|(rows, _)| *rows == 1) {
-            return Err(PyValueError::new_err("inserts: one of one row is needed"));
-        }
+        let shape = Shape::new(shape)?;
         let timeout = Duration::from_millis(busy_timeout_ms);
         let writer = py
-            .detach(|| Writer::open(&path, inserts, timeout))
+            .detach(|| Writer::open(&path, batch_sql, rollup_sql, timeout))
             .map_err(|e| to_py_err(py, e))?;
         Ok(SqliteLedgerWriter {
             writer: Mutex::new(Some(writer)),
-            width,
+            shape,
         })
     }
 
-    /// Insert one row per record in one transaction; the records' count. Raises the sqlite3
-    /// module's own exception classes, so callers tell a busy store from a bad row as they do
-    /// for its driver.
+    /// Store the records as one batch in one transaction; the records' count. Raises the
+    /// sqlite3 module's own exception classes, so callers tell a busy store from a bad record
+    /// as they do for its driver.
     fn write(&self, py: Python<'_>, records: Vec<Bound<'_, PyTuple>>) -> PyResult<usize> {
-        let rows = self.extract(py, &records)?;
+        let batch = self.shape.build(py, &records)?;
         let written = py.detach(|| match self.writer.lock() {
             Ok(mut guard) => match guard.as_mut() {
-                Some(writer) => Ok(writer.write(&rows)),
+                Some(writer) => Ok(writer.write(&batch)),
                 None => Err("closed"),
             },
             Err(_) => Err("poisoned"),
         });
         match written {
-            Ok(result) => result.map_err(|e| to_py_err(py, e)),
+            Ok(result) => result.map(|_| batch.n).map_err(|e| to_py_err(py, e)),
             Err(why) => Err(sqlite_exception(
                 py,
                 "ProgrammingError",
@@ -221,78 +264,51 @@ impl SqliteLedgerWriter {
     }
 }
 
-impl SqliteLedgerWriter {
-    fn extract(&self, py: Python<'_>, records: &[Bound<'_, PyTuple>]) -> PyResult<Rows> {
-        let mut rows = Rows::new(self.width + 1);
-        rows.cells.reserve(records.len() * rows.width);
-        rows.text.reserve(records.len() * 160);
-        // The UTC day last written: [start, end) of it in unix time, and its text's cell. Rows
-        // of one day share one copy of its name (formatting it cost ~1,300 instructions a row).
-        let mut day: Option<(f64, f64, Cell)> = None;
-        for rec in records {
-            if rec.len() != self.width {
-                let msg = format!("a record of {} values, not {}", rec.len(), self.width);
-                return Err(sqlite_exception(py, "ProgrammingError", &msg));
-            }
-            for i in 0..self.width {
-                // Borrowed: no reference count taken and dropped per value.
-                let value = rec.get_borrowed_item(i)?;
-                if i == 0 {
-                    // Years 1-9999 only: past them the driver's day would not be a date either.
-                    let ts: f64 = value
-                        .extract()
-                        .ok()
-                        .filter(|ts: &f64| (-62_135_596_800.0..253_402_300_800.0).contains(ts))
-                        .ok_or_else(|| {
-                            let msg =
-                                "the first field (the unix time) is not a time in years 1-9999";
-                            sqlite_exception(py, "ProgrammingError", msg)
-                        })?;
-                    let cell = match day {
-                        Some((start, end, cell)) if start <= ts && ts < end => cell,
-                        _ => {
-                            let start_of_day = (ts / 86400.0).floor() * 86400.0;
-                            let at = rows.text.len();
-                            push_utc_day(ts, &mut rows.text);
-                            let cell = Cell::Text(at, rows.text.len());
-                            day = Some((start_of_day, start_of_day + 86400.0, cell));
-                            cell
-                        }
-                    };
-                    rows.cells.push(cell);
-                }
-                push_value(py, &mut rows, &value, i + 2)?;
-            }
+/// `ledger_batch(records, shape)`: what the writer stores for these
+/// records, for a store it does not write itself (the sqlite3 driver's): (first time, first
+/// request id, least time, greatest time, count, the records' JSON text, [rollup parameters]).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn ledger_batch<'py>(
+    py: Python<'py>,
+    records: Vec<Bound<'py, PyTuple>>,
+    shape: ShapeArg,
+) -> PyResult<(
+    f64,
+    String,
+    f64,
+    f64,
+    usize,
+    String,
+    Vec<Bound<'py, PyTuple>>,
+)> {
+    let shape = Shape::new(shape)?;
+    let b = shape.build(py, &records)?;
+    let mut rollups = Vec::with_capacity(b.rollups.len());
+    for (dims, sums) in &b.rollups {
+        let mut values: Vec<Bound<'py, PyAny>> = Vec::new();
+        for d in dims {
+            values.push(d.into_pyobject(py)?.into_any());
         }
-        Ok(rows)
-    }
-}
-
-/// A value as the sqlite3 module adapts it: an int past 64 bits is its OverflowError, a type it
-/// does not adapt its ProgrammingError.
-fn push_value(
-    py: Python<'_>,
-    rows: &mut Rows,
-    value: &Bound<'_, PyAny>,
-    param: usize,
-) -> PyResult<()> {
-    match kind_of(value) {
-        PyValue::None => rows.cells.push(Cell::Null),
-        PyValue::Bool(b) => rows.cells.push(Cell::Int(i64::from(b))),
-        PyValue::Int(v) => rows.cells.push(Cell::Int(v.extract()?)),
-        PyValue::Real(v) => rows.cells.push(Cell::Real(v)),
-        PyValue::Text(s) => rows.push_text(s.to_str()?),
-        PyValue::Other => {
-            let kind = value
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            let msg = format!("Error binding parameter {param}: type '{kind}' is not supported");
-            return Err(sqlite_exception(py, "ProgrammingError", &msg));
+        values.push(sums.requests.into_pyobject(py)?.into_any());
+        values.push(sums.errors.into_pyobject(py)?.into_any());
+        for v in &sums.ints {
+            values.push(v.into_pyobject(py)?.into_any());
         }
+        for v in &sums.reals {
+            values.push(v.into_pyobject(py)?.into_any());
+        }
+        for (sum, count) in &sums.opts {
+            values.push(sum.into_pyobject(py)?.into_any());
+            values.push(count.into_pyobject(py)?.into_any());
+        }
+        rollups.push(PyTuple::new(py, values)?);
     }
-    Ok(())
+    let text = String::from_utf8(b.records)
+        .map_err(|_| sqlite_exception(py, "ProgrammingError", "records are not UTF-8"))?;
+    Ok((
+        b.first_ts, b.first_id, b.ts_min, b.ts_max, b.n, text, rollups,
+    ))
 }
 
 /// The address `sqlite3_libversion` has in this extension's SQLite: equal to the one Python's
@@ -357,45 +373,57 @@ mod tests {
         assert_eq!(day(-1.0), "1969-12-31");
     }
 
-    fn table(conn: &Connection) {
-        conn.execute_batch("CREATE TABLE t (day TEXT NOT NULL, ts REAL NOT NULL, id TEXT NOT NULL, n INTEGER NOT NULL, x REAL, UNIQUE (ts, id))")
-            .unwrap_or_else(|e| unreachable!("{e}"));
-    }
-
-    fn rows(values: &[(f64, &str, Option<i64>)]) -> Rows {
-        let mut rows = Rows::new(5);
-        for (ts, id, n) in values {
-            let start = rows.text.len();
-            push_utc_day(*ts, &mut rows.text);
-            rows.cells.push(Cell::Text(start, rows.text.len()));
-            rows.cells.push(Cell::Real(*ts));
-            rows.push_text(id);
-            rows.cells.push(n.map_or(Cell::Null, Cell::Int));
-            rows.cells.push(Cell::Null);
-        }
-        rows
-    }
+    const BATCH_SQL: &str = "INSERT INTO b (first_ts, first_id, ts_min, ts_max, n, records) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (first_ts, first_id) DO NOTHING";
+    const ROLLUP_SQL: &str = "INSERT INTO r VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, k) DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors, tokens = tokens + excluded.tokens, cost = cost + excluded.cost, up = up + excluded.up, up_n = up_n + excluded.up_n";
 
     fn open(dir: &std::path::Path) -> Writer {
         let path = dir.join("t.db");
         let conn = Connection::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
-        table(&conn);
-        let row = "(?, ?, ?, ?, ?)";
-        let insert = |n: usize| {
-            let values = vec![row; n].join(", ");
-            (
-                n,
-                format!("INSERT INTO t VALUES {values} ON CONFLICT (ts, id) DO NOTHING"),
-            )
-        };
-        Writer::open(&path, vec![insert(1), insert(2)], Duration::from_millis(50))
-            .unwrap_or_else(|e| unreachable!("{e}"))
+        conn.execute_batch(
+            "CREATE TABLE b (id INTEGER PRIMARY KEY, first_ts REAL NOT NULL, first_id TEXT NOT NULL, ts_min REAL, ts_max REAL, n INTEGER, records TEXT NOT NULL, UNIQUE (first_ts, first_id));
+             CREATE TABLE r (day TEXT, k TEXT, requests INTEGER, errors INTEGER, tokens INTEGER, cost REAL, up REAL, up_n INTEGER, PRIMARY KEY (day, k));",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        Writer::open(
+            &path,
+            BATCH_SQL.into(),
+            ROLLUP_SQL.into(),
+            Duration::from_millis(50),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"))
     }
 
-    fn count(w: &Writer) -> i64 {
-        w.conn
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .unwrap_or(-1)
+    fn batch(rows: &[(f64, &str, &str, i64)]) -> Batch {
+        // Records of (ts, id, key, status, tokens, cost, upstream cost).
+        let spec = RollupSpec {
+            dims: vec![2],
+            status: 3,
+            int_sums: vec![4],
+            real_sums: vec![5],
+            opt_sums: vec![6],
+        };
+        let mut b = BatchBuilder::new(7, 1, &[3], spec).unwrap_or_else(|e| unreachable!("{e}"));
+        for (ts, id, key, status) in rows {
+            b.begin();
+            let vals = [
+                Val::Real(*ts),
+                Val::Text(id),
+                Val::Text(key),
+                Val::Int(*status),
+                Val::Int(10),
+                Val::Real(0.5),
+                Val::Null,
+            ];
+            for (i, v) in vals.iter().enumerate() {
+                assert_eq!(b.value(i, *v), Ok(()));
+            }
+            b.end();
+        }
+        b.finish()
+    }
+
+    fn query(w: &Writer, sql: &str) -> i64 {
+        w.conn.query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
     }
 
     fn tempdir(name: &str) -> PathBuf {
@@ -407,42 +435,46 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_needs_a_one_row_insert() {
-        let dir = tempdir("one-row");
-        let path = dir.join("t.db");
-        let only_pairs = vec![(2, "INSERT INTO t VALUES (?, ?), (?, ?)".to_owned())];
-        assert!(Writer::open(&path, only_pairs, Duration::from_millis(50)).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
     fn a_batch_lands_whole_and_a_retry_adds_nothing() {
         let dir = tempdir("retry");
         let mut w = open(&dir);
-        // Five rows: two statements of two rows and one of one.
-        let batch = rows(&[
-            (1.0, "a", Some(1)),
-            (2.0, "b", Some(2)),
-            (3.0, "c", Some(3)),
-            (4.0, "d", Some(4)),
-            (5.0, "e", Some(5)),
+        let rows = batch(&[
+            (1.0, "a", "k1", 200),
+            (2.0, "b", "k1", 500),
+            (3.0, "c", "k2", 200),
         ]);
-        assert_eq!(w.write(&batch).ok(), Some(5));
-        assert_eq!(w.write(&batch).ok(), Some(5));
-        assert_eq!(count(&w), 5);
+        assert_eq!(w.write(&rows).ok(), Some(true));
+        assert_eq!(w.write(&rows).ok(), Some(false));
+        assert_eq!(query(&w, "SELECT COUNT(*) FROM b"), 1);
+        assert_eq!(
+            query(&w, "SELECT SUM(json_array_length(records)) FROM b"),
+            3
+        );
+        assert_eq!(
+            query(
+                &w,
+                "SELECT requests * 100 + errors * 10 + tokens FROM r WHERE k = 'k1'"
+            ),
+            230
+        );
+        assert_eq!(query(&w, "SELECT SUM(requests) FROM r"), 3);
+        // Another batch of the same day and key adds to its rollup.
+        assert_eq!(w.write(&batch(&[(4.0, "d", "k1", 200)])).ok(), Some(true));
+        assert_eq!(query(&w, "SELECT requests FROM r WHERE k = 'k1'"), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn a_bad_row_rolls_the_whole_batch_back() {
+    fn a_failed_rollup_rolls_the_batch_back() {
         let dir = tempdir("rollback");
         let mut w = open(&dir);
-        let batch = rows(&[(1.0, "a", Some(1)), (2.0, "b", Some(2)), (3.0, "c", None)]);
-        match w.write(&batch) {
-            Err(rusqlite::Error::SqliteFailure(e, _)) => assert_eq!(e.extended_code & 0xff, 19),
-            other => unreachable!("expected a constraint error, got {other:?}"),
-        }
-        assert_eq!(count(&w), 0);
+        let _ = w.conn.execute_batch(
+            "CREATE TRIGGER no_k2 BEFORE INSERT ON r WHEN NEW.k = 'k2' BEGIN SELECT RAISE(ABORT, 'no'); END",
+        );
+        let rows = batch(&[(1.0, "a", "k1", 200), (2.0, "b", "k2", 200)]);
+        assert!(w.write(&rows).is_err());
+        assert_eq!(query(&w, "SELECT COUNT(*) FROM b"), 0);
+        assert_eq!(query(&w, "SELECT COUNT(*) FROM r"), 0);
         assert!(w.conn.is_autocommit());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,9 +1,9 @@
 //! sluicegate's native hot path. Python decides; this crate moves bytes.
 //!
-//! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`) that
-//! `cargo test` exercises without Python; `request`, `exchange`, `protocol`, `ledger`,
-//! `row_queue` and `accounting` are the thin PyO3 faces (`translate::py` for the translators),
-//! `sqlite_static` is the FFI under `ledger`, and `py_value` the type dispatch both read rows by.
+//! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`,
+//! `ledger_batch`) that `cargo test` exercises without Python; `request`, `exchange`, `protocol`,
+//! `ledger`, `row_queue` and `accounting` are the thin PyO3 faces (`translate::py` for the
+//! translators), and `py_value` the type dispatch the ledger and the access line read rows by.
 use pyo3::prelude::*;
 
 pub mod accounting;
@@ -13,11 +13,11 @@ pub mod http1;
 pub mod json_float;
 pub mod json_scan;
 pub mod ledger;
+pub mod ledger_batch;
 pub mod protocol;
 pub mod py_value;
 pub mod request;
 pub mod row_queue;
-pub mod sqlite_static;
 pub mod sse;
 pub mod tally;
 pub mod translate;
@@ -38,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<row_queue::RowQueue>()?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_libversion_address, m)?)?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_version, m)?)?;
+    m.add_function(wrap_pyfunction!(ledger::ledger_batch, m)?)?;
     m.add_function(wrap_pyfunction!(request::inspect_request, m)?)?;
     m.add_function(wrap_pyfunction!(request::replace_model, m)?)?;
     m.add_function(wrap_pyfunction!(request::ask_for_usage, m)?)?;

@@ -1,6 +1,6 @@
 """The ledger's native SQLite writer (rust/ledger.rs) on real SQLite files: it runs on the sqlite3
 module's own SQLite library, stores exactly what the driver stores, fails with the driver's
-exception classes, and lands a batch whole or not at all."""
+exception classes, and lands a batch whole (with its daily sums) or not at all."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 from sluicegate import _native
-from sluicegate.usage import Ledger, UsageRecord, native_sqlite
+from sluicegate.usage import Ledger, UsageRecord, batches, native_sqlite
 from sluicegate.usage._db import TRANSIENT_ERRORS
-from sluicegate.usage.record import FIELDS, record_row
+from sluicegate.usage.record import record_row
 from test_usage_ledger import rec
 
 
 def _rows(path: Path) -> list[tuple[Any, ...]]:
     """Every stored value with its SQLite type, in insertion order, without the row id."""
     with sqlite3.connect(path) as c:
-        cols = [r[1] for r in c.execute("PRAGMA table_info(usage_records)") if r[1] != "id"]
+        skip = {"id", "batch_ts_min", "batch_ts_max"}
+        cols = [r[1] for r in c.execute("PRAGMA table_info(usage_records)") if r[1] not in skip]
         select = ", ".join(f"{col}, typeof({col})" for col in cols)
         return c.execute(f"SELECT {select} FROM usage_records ORDER BY id").fetchall()
 
@@ -30,8 +31,17 @@ def _writer(tmp_path: Path, busy_timeout_ms: int = 50) -> tuple[Any, Path]:
     ledger = Ledger.from_url(f"sqlite:///{path}")
     writer = ledger._connect()
     writer.close()
-    inserts = [(n, ledger._sqlite_insert_sql(n)) for n in (3, 1)]
-    return _native.SqliteLedgerWriter(str(path), inserts, len(FIELDS), busy_timeout_ms), path
+    made = _native.SqliteLedgerWriter(
+        str(path), batches.BATCH_SQL, batches.ROLLUP_SQL, batches.SHAPE, busy_timeout_ms
+    )
+    return made, path
+
+
+def _daily(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as c:
+        return c.execute(
+            "SELECT day, key_id, requests, errors, input_tokens, cost_usd FROM usage_daily ORDER BY day, key_id"
+        ).fetchall()
 
 
 def row(i: int, **fields: Any) -> tuple[Any, ...]:
@@ -86,11 +96,12 @@ def test_it_stores_what_the_driver_stores(tmp_path: Path) -> None:
 
 def test_a_retried_batch_adds_nothing(tmp_path: Path) -> None:
     writer, path = _writer(tmp_path)
-    batch = [row(1, ts=100.0), row(2, ts=101.0)]
+    batch = [row(1, ts=100.0), row(2, ts=101.0, key_id="k2", status=500, cost_usd=0.5)]
     assert writer.write(batch) == 2
     assert writer.write(batch) == 2
     writer.close()
     assert len(_rows(path)) == 2
+    assert _daily(path) == [("1970-01-01", "k1", 1, 0, 10, 0.0), ("1970-01-01", "k2", 1, 1, 10, 0.5)]
 
 
 def test_a_batch_lands_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -98,9 +109,18 @@ def test_a_batch_lands_whole_or_not_at_all(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
         writer.write([row(1), row(2, status=None)])
     assert _rows(path) == []
+    # The store refuses a daily row in mid-batch: the batch's row goes too.
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TRIGGER no_k2 BEFORE INSERT ON usage_daily WHEN NEW.key_id = 'k2'"
+            " BEGIN SELECT RAISE(ABORT, 'no k2'); END"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="no k2"):
+        writer.write([row(1), row(2, key_id="k2")])
+    assert _rows(path) == [] and _daily(path) == []
     assert writer.write([row(1)]) == 1  # the failed transaction was rolled back, not left open
     writer.close()
-    assert len(_rows(path)) == 1
+    assert len(_rows(path)) == 1 and [d[2] for d in _daily(path)] == [1]
 
 
 def test_an_unsupported_value_is_the_drivers_programming_error(tmp_path: Path) -> None:

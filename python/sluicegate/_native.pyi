@@ -25,6 +25,7 @@ __all__ = [
     "ask_for_usage",
     "count_tokens_estimate",
     "inspect_request",
+    "ledger_batch",
     "openai_error_to_anthropic",
     "openai_request_to_anthropic",
     "openai_response_to_anthropic",
@@ -221,20 +222,35 @@ class ProtocolCore:
 
 # -- the ledger's SQLite writer (rust/ledger.rs) ------------------------------------------------
 
+_RollupSpec = tuple[list[int], int, list[int], list[int], list[int]]
+# (width, request id field, required fields, rollup spec)
+_RecordShape = tuple[int, int, list[int], _RollupSpec]
+
 @final
 class SqliteLedgerWriter:
-    """One connection to a migrated SQLite ledger. `inserts` are (rows, an INSERT of that many
-    rows), one of them of one row. A record is a tuple of `width` values, the first the unix
-    time; each row's parameters are the UTC day ("YYYY-MM-DD") of that time, then the record's
-    values in order. Errors are the sqlite3 module's own exception classes (OverflowError for
-    an int past 64 bits)."""
+    """One connection to a migrated SQLite ledger (usage/batches.py). A record is a tuple of
+    `shape`'s width of values, the unix time first and the request id at its id field; each
+    batch is one `batch_sql` row (first time, first request id, least and greatest time, count,
+    the records' JSON text) and one `rollup_sql` upsert per (UTC day, dimensions) with their
+    sums, as the rollup spec (dimensions, status, int sums, real sums, optional sums; field
+    indexes) says. Errors are the sqlite3 module's own exception classes: IntegrityError for a
+    required field that is null, ProgrammingError for a value of another type, OverflowError
+    for an int past 64 bits."""
 
-    def __new__(cls, path: str, inserts: list[tuple[int, str]], width: int, busy_timeout_ms: int) -> Self: ...
+    def __new__(
+        cls, path: str, batch_sql: str, rollup_sql: str, shape: _RecordShape, busy_timeout_ms: int
+    ) -> Self: ...
     def write(self, records: Sequence[tuple[object, ...]]) -> int:
-        """All records in one transaction, or none; their count. The values are read with the
-        GIL held, the SQLite work is done without it."""
+        """All records in one transaction, or none; their count. A batch already stored adds
+        nothing. The values are read with the GIL held, the SQLite work is done without it."""
     def close(self) -> None:
         """Close the connection; a write after it raises sqlite3.ProgrammingError."""
+
+def ledger_batch(
+    records: Sequence[tuple[object, ...]], shape: _RecordShape
+) -> tuple[float, str, float, float, int, str, list[tuple[object, ...]]]:
+    """What SqliteLedgerWriter stores for these records, for the sqlite3 driver to store: the
+    batch row's six parameters, then the rollup upserts' parameters."""
 
 def sqlite_libversion_address() -> int:
     """The address of `sqlite3_libversion` in the SQLite this extension runs on."""

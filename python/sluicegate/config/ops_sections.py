@@ -50,12 +50,13 @@ class LedgerSection(_Strict):
     url: str | None = None  # None: sqlite in the state dir
     enabled: bool = True
     queue_max: int = Field(10000, ge=1)
-    batch_max: int = Field(500, ge=1)
+    # Records a write; on SQLite one batch row, whose records the view numbers below 2**20.
+    batch_max: int = Field(500, ge=1, le=100_000)
     flush_interval_s: float = Field(0.5, gt=0, le=60)
-    # Dimensions whose filtered reports get an index of their own (none by default: see
-    # docs/accounting.md, "Indexes"); time ranges always have one.
+    # PostgreSQL: dimensions whose filtered reports get an index of their own (none by default:
+    # see docs/accounting.md, "Indexes (PostgreSQL)"); time ranges always have one.
     indexes: list[IndexDimension] = Field(default_factory=list)
-    # SQLite rows written by the native extension when it shares the sqlite3 module's SQLite
+    # SQLite batches written by the native extension when it shares the sqlite3 module's SQLite
     # library (docs/accounting.md, "The writer"); false: always the sqlite3 module's driver.
     native_writer: bool = True
 

@@ -1,9 +1,12 @@
-"""The usage_records table: one schema for SQLite and PostgreSQL, applied as numbered migrations."""
+"""The usage ledger's schema, applied as numbered migrations: a `usage_records` table of one row a
+record on PostgreSQL; on SQLite, since migration 5, batches, daily sums and a `usage_records` view
+over the batches (batches.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from . import batches
 from ._db import Database, Migration
 
 
@@ -85,5 +88,18 @@ def _v4(db: Database) -> Sequence[str]:
     ]
 
 
-MIGRATIONS: list[Migration] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+def _v5(db: Database) -> Sequence[str]:
+    # SQLite: records stored a batch a row, with sums per day (usage/batches.py says why); the
+    # records of the one-row-a-record table move into them and usage_records becomes a view.
+    if db.dialect != "sqlite":
+        return []
+    return [
+        *batches.schema_statements(),
+        *batches.convert_rows_statements("usage_records"),
+        "DROP TABLE usage_records",
+        batches.view_statement(),
+    ]
+
+
+MIGRATIONS: list[Migration] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
 COMPONENT = "usage"

@@ -5,6 +5,9 @@ and an append, rust/row_queue.rs), never I/O, never an exception. A row is a tup
 UsageRecord's fields in order (record.FIELDS). The writer thread owns its connection; when the
 store fails it keeps the batch, retries with backoff, and lets the queue fill up to its bound
 (after which records are dropped and counted). A clean `close()` writes everything queued.
+
+On SQLite a batch is stored as one row with its daily sums (batches.py); on PostgreSQL each
+record is a row.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Any
 
 from .. import _native, log
 from ..threads import name_os_thread
+from . import batches
 from ._db import DEFAULT_TIMEOUT_S, TRANSIENT_ERRORS, Database, Tx, migrate
 from ._schema import COMPONENT, MIGRATIONS
-from .record import COLUMNS, FIELDS, UsageRecord, record_row
+from .record import COLUMNS, UsageRecord, record_row
 
 # `usage --by X` and the filters `--X value`: the dimension name -> its column.
 BY_COLUMNS: dict[str, str] = {
@@ -37,8 +41,6 @@ BY_COLUMNS: dict[str, str] = {
 }
 _FIELD_OF = {col: field for field, col in COLUMNS}
 _BACKOFF_MAX_S = 5.0
-# Bound parameters one SQLite statement may carry: the limit since 3.32 (999 before).
-_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 # PostgreSQL: each batch is COPYed into a session's temporary table and moved from there with
 # the same ON CONFLICT guard, since COPY itself has none. A multi-row VALUES statement, as on
 # SQLite, cost the gateway's CPU more than the database's: psycopg parses a statement over 4 KB
@@ -55,10 +57,6 @@ _PG_MERGE = (
     " ON CONFLICT (request_id, ts) DO NOTHING"
 )
 _DROP_LOG_EVERY_S = 10.0
-_ROWS_STEP = 50  # batch sizes are multiples of this (except the last ones at close)
-# The native writer's statements carry this many rows (and one, for the rest): ~3 us a row in
-# SQLite against ~4.4 for one a statement; past ~25 rows the gain is within the noise (measured).
-_NATIVE_ROWS_PER_STATEMENT = 25
 
 
 class Ledger:
@@ -78,7 +76,8 @@ class Ledger:
         self.db = db
         self._indexes = frozenset(indexes)
         self._queue_max = max(1, queue_max)
-        self._batch_max = max(1, batch_max)
+        # A batch's records are numbered within it in the SQLite view's ids (batches.py).
+        self._batch_max = min(max(1, batch_max), batches.BATCH_ID_SPAN - 1)
         self._flush_interval_s = max(0.001, flush_interval_s)
         self._wake = threading.Event()
         # Rows queued and being written, at most queue_max; a full batch wakes the writer.
@@ -92,7 +91,6 @@ class Ledger:
         self.written = 0
         self.write_errors = 0
         self.store_up = True
-        self._insert_sqls: dict[int, str] = {}
         # "native": SQLite rows go through the extension's writer (rust/ledger.rs), "python":
         # through the sqlite3 / psycopg drivers. Decided when the writer first connects.
         self._native_wanted = native_writer and db.dialect == "sqlite"
@@ -247,15 +245,26 @@ class Ledger:
             return conn
         conn.close()
         assert self.db.path is not None
-        inserts = [(n, self._sqlite_insert_sql(n)) for n in (_NATIVE_ROWS_PER_STATEMENT, 1)]
         return _native.SqliteLedgerWriter(
-            str(self.db.path), inserts, len(FIELDS), int(DEFAULT_TIMEOUT_S * 1000)
+            str(self.db.path),
+            batches.BATCH_SQL,
+            batches.ROLLUP_SQL,
+            batches.SHAPE,
+            int(DEFAULT_TIMEOUT_S * 1000),
         )
 
     def _sync_indexes(self, conn: Any) -> None:
         """Make the per-dimension indexes the configured ones: each listed dimension has
         usage_records_by_<dimension> on (column, ts), and the others have none (every index is
-        paid for by every row the writer inserts, on the gateway's core)."""
+        paid for by every row the writer inserts). PostgreSQL only: SQLite's usage_records is a
+        view over batches (batches.py)."""
+        if self.db.dialect == "sqlite":
+            if self._indexes:
+                log.info(
+                    "ledger.indexes apply to PostgreSQL; on SQLite, reports of whole days read the daily sums",
+                    indexes=sorted(self._indexes),
+                )
+            return
         with Tx(self.db, conn, immediate=True):
             if self.db.dialect == "postgres":
                 # Workers starting together take turns (CREATE INDEX IF NOT EXISTS can race).
@@ -271,42 +280,22 @@ class Ledger:
                     conn.execute(f"DROP INDEX IF EXISTS usage_records_by_{name}")
 
     def _take(self, stopping: bool) -> list[tuple[Any, ...]]:
-        n = min(int(self._q.waiting), self._batch_max)
-        if n > _ROWS_STEP and not stopping:
-            # A batch of a size seen before reuses its prepared INSERT; preparing one of a few
-            # hundred rows cost ~6 us a row (measured, random sizes against fixed ones). The
-            # rest waits for the next batch.
-            n -= n % _ROWS_STEP
-        return list(self._q.take(n))
-
-    def _sqlite_insert_sql(self, rows: int) -> str:
-        """One INSERT for `rows` records on SQLite (cached per count)."""
-        sql = self._insert_sqls.get(rows)
-        if sql is None:
-            one = "(" + ", ".join("?" for _ in range(len(COLUMNS) + 1)) + ")"
-            sql = (
-                f"INSERT INTO usage_records ({_ROW_COLUMNS}) VALUES {', '.join([one] * rows)}"
-                " ON CONFLICT (request_id, ts) DO NOTHING"
-            )
-            self._insert_sqls[rows] = sql
-        return sql
+        return list(self._q.take(min(int(self._q.waiting), self._batch_max)))
 
     def _write(self, conn: Any, batch: list[tuple[Any, ...]]) -> None:
-        # Many rows per statement, not executemany: the driver releases the GIL around every
-        # statement it runs and takes it back after, and while the event loop is busy each
-        # take-back waits out the interpreter's switch interval (5 ms). executemany paid that
-        # once per record (measured: 8 ms a row against a busy thread, 16 us idle); one
-        # statement per few hundred rows pays it once per statement.
         if isinstance(conn, _native.SqliteLedgerWriter):
-            # One row statement per record, bound and stepped in Rust without the GIL.
+            # Built and stored in Rust, the SQLite work without the GIL.
             conn.write(batch)
         elif self.db.dialect == "sqlite":
-            per_statement = max(1, _SQLITE_MAX_PARAMS // (len(COLUMNS) + 1))
+            # The same batch row and daily sums, stored through the driver: a few statements a
+            # batch (each one releases the GIL and waits up to the switch interval, 5 ms, to
+            # take it back from a busy event loop: one per record would cost that per record).
+            made = _native.ledger_batch(batch, batches.SHAPE)
+            row, rollups = made[:6], made[6]
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for i in range(0, len(batch), per_statement):
-                    part = batch[i : i + per_statement]
-                    conn.execute(self._sqlite_insert_sql(len(part)), [v for row in part for v in _row(row)])
+                if conn.execute(batches.BATCH_SQL, row).rowcount == 1:
+                    conn.executemany(batches.ROLLUP_SQL, rollups)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -357,39 +346,87 @@ class Ledger:
         col = BY_COLUMNS.get(by)
         if col is None:
             raise ValueError(f"unknown --by {by!r}; one of {', '.join(BY_COLUMNS)}")
-        where, params = _where(since, until, filters)
-        name = ", MAX(key_name)" if by == "key" else ""
-        sql = (
-            f"SELECT {col}{name}, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
-            " SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), SUM(cache_read_tokens),"
-            " SUM(cost_usd), SUM(upstream_cost_usd)"
-            f" FROM usage_records{where} GROUP BY {col}"
-            f" ORDER BY {'1' if by == 'day' else 'SUM(cost_usd) DESC, COUNT(*) DESC, 1'}"
-        )
+        filters = filters or {}
+        _where(None, None, filters)  # an unknown filter is refused before any reading
+        totals: dict[Any, list[Any]] = {}
         conn = self._read_conn()
         try:
-            rows = conn.execute(self.db.sql(sql), params).fetchall()
+            for sql, params in self._report_parts(col, since, until, filters):
+                for value, key_name, *sums in conn.execute(self.db.sql(sql), params).fetchall():
+                    _add_sums(totals, value, key_name, sums)
         finally:
             conn.close()
         out = []
-        for row in rows:
-            vals = list(row)
-            item: dict[str, Any] = {by: vals.pop(0)}
+        for value, (
+            key_name,
+            requests,
+            errors,
+            inp,
+            outp,
+            cw,
+            cr,
+            cost,
+            upstream,
+            upstreams,
+        ) in totals.items():
+            item: dict[str, Any] = {by: value}
             if by == "key":
-                item["key_name"] = vals.pop(0)
-            requests, errors, inp, outp, cw, cr, cost, upstream = vals
+                item["key_name"] = key_name
             item.update(
                 requests=int(requests),
-                errors=int(errors or 0),
-                input_tokens=int(inp or 0),
-                output_tokens=int(outp or 0),
-                cache_creation_tokens=int(cw or 0),
-                cache_read_tokens=int(cr or 0),
-                cost_usd=round(float(cost or 0.0), 10),
-                upstream_cost_usd=None if upstream is None else round(float(upstream), 10),
+                errors=int(errors),
+                input_tokens=int(inp),
+                output_tokens=int(outp),
+                cache_creation_tokens=int(cw),
+                cache_read_tokens=int(cr),
+                cost_usd=round(float(cost), 10),
+                upstream_cost_usd=round(float(upstream), 10) if upstreams else None,
             )
             out.append(item)
+        if by == "day":
+            out.sort(key=lambda r: (r["day"] is not None, r["day"] or ""))
+        else:
+            out.sort(key=lambda r: (-r["cost_usd"], -r["requests"], r[by] is not None, str(r[by] or "")))
         return out
+
+    def _report_parts(
+        self, col: str, since: float | None, until: float | None, filters: dict[str, str]
+    ) -> list[tuple[str, list[Any]]]:
+        """The queries whose sums make a report: on SQLite the daily sums for the whole days of
+        the range (when the dimension and the filters are kept there) and the records of the
+        partial days at its ends; on PostgreSQL the records."""
+        rows_sql = f"SELECT {col}, MAX(key_name), {_RECORD_SUMS} FROM usage_records{{where}} GROUP BY {col}"
+        sqlite = self.db.dialect == "sqlite"
+        daily_cols = {**_DAILY_COLUMNS, "day": "day"}
+        whole = _whole_days(since, until) if sqlite else None
+        if whole is None or col not in daily_cols.values() or any(f not in _DAILY_BY for f in filters):
+            where, params = _where(since, until, filters, prune=sqlite)
+            return [(rows_sql.format(where=where), params)]
+        first, end = whole
+        clauses, params = [], []
+        if first is not None:
+            clauses.append("day >= ?")
+            params.append(_day_name(first))
+        if end is not None:
+            clauses.append("day < ?")
+            params.append(_day_name(end))
+        for name, value in filters.items():
+            clauses.append(f"{BY_COLUMNS[name]} = ?")
+            params.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        parts = [
+            (
+                f"SELECT NULLIF({col}, ''), NULLIF(MAX(key_name), ''), {_DAILY_SUMS}"
+                f" FROM usage_daily{where} GROUP BY {col}",
+                params,
+            )
+        ]
+        # The partial days before the first whole day and after the last one.
+        for lo, hi in ((since, first), (end, until)):
+            if lo is not None and hi is not None and lo < hi:
+                where, edge_params = _where(lo, hi, filters, prune=True)
+                parts.append((rows_sql.format(where=where), edge_params))
+        return parts
 
     def spend_by_period(
         self, by: str, day_start: float, month_start: float
@@ -400,14 +437,30 @@ class Ledger:
         if col is None:
             raise ValueError(f"unknown --by {by!r}; one of {', '.join(BY_COLUMNS)}")
         since = min(day_start, month_start)
-        sql = (
-            f"SELECT {col}, SUM(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END),"
-            " SUM(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END)"
-            f" FROM usage_records WHERE ts >= ? AND {col} IS NOT NULL AND cost_usd > 0 GROUP BY {col}"
+        daily = (
+            self.db.dialect == "sqlite"
+            and col in _DAILY_COLUMNS.values()
+            and all(_whole_days(t, None) == (t, None) for t in (day_start, month_start))
         )
+        if daily:
+            # UTC days and months start on a day: the daily sums say it all.
+            sql = (
+                f"SELECT {col}, SUM(CASE WHEN day >= ? THEN cost_usd ELSE 0 END),"
+                " SUM(CASE WHEN day >= ? THEN cost_usd ELSE 0 END)"
+                f" FROM usage_daily WHERE day >= ? AND {col} != '' AND cost_usd > 0 GROUP BY {col}"
+            )
+            params: tuple[Any, ...] = (_day_name(day_start), _day_name(month_start), _day_name(since))
+        else:
+            prune = " AND batch_ts_max >= ?" if self.db.dialect == "sqlite" else ""
+            sql = (
+                f"SELECT {col}, SUM(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END),"
+                " SUM(CASE WHEN ts >= ? THEN cost_usd ELSE 0 END)"
+                f" FROM usage_records WHERE ts >= ?{prune} AND {col} IS NOT NULL AND cost_usd > 0 GROUP BY {col}"
+            )
+            params = (day_start, month_start, since, since)[: 4 if prune else 3]
         conn = self._read_conn()
         try:
-            rows = conn.execute(self.db.sql(sql), (day_start, month_start, since)).fetchall()
+            rows = conn.execute(self.db.sql(sql), params).fetchall()
         finally:
             conn.close()
         return {row[0]: (float(row[1] or 0.0), float(row[2] or 0.0)) for row in rows}
@@ -420,7 +473,7 @@ class Ledger:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Individual records in [since, until), oldest first, with the UsageRecord field names."""
-        where, params = _where(since, until, filters)
+        where, params = _where(since, until, filters, prune=self.db.dialect == "sqlite")
         cols = [col for _, col in COLUMNS]
         sql = f"SELECT {', '.join(cols)} FROM usage_records{where} ORDER BY ts, id"
         if limit is not None:
@@ -487,15 +540,68 @@ def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (span[2], *row)
 
 
-def _where(since: float | None, until: float | None, filters: dict[str, str] | None) -> tuple[str, list[Any]]:
+# A report's sums over records (usage_records) and over daily sums (usage_daily, SQLite), in the
+# same order: requests, errors, four kinds of tokens, cost, upstream cost and how many had one.
+_RECORD_SUMS = (
+    "COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens),"
+    " SUM(cache_creation_tokens), SUM(cache_read_tokens), SUM(cost_usd), SUM(upstream_cost_usd),"
+    " COUNT(upstream_cost_usd)"
+)
+_DAILY_SUMS = (
+    "SUM(requests), SUM(errors), SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens),"
+    " SUM(cache_read_tokens), SUM(cost_usd), SUM(upstream_cost_usd), SUM(upstream_cost_usd_count)"
+)
+# Report dimensions the daily sums keep -> their columns.
+_DAILY_COLUMNS = {name: BY_COLUMNS[name] for name in batches.ROLLUP_DIMENSIONS if name in BY_COLUMNS}
+_DAILY_BY = {*_DAILY_COLUMNS, "day"}
+
+
+def _add_sums(totals: dict[Any, list[Any]], value: Any, key_name: Any, sums: Sequence[Any]) -> None:
+    """Add one query's sums for `value` to what other queries of the report gave for it."""
+    nums = [n or 0 for n in sums]
+    have = totals.get(value)
+    if have is None:
+        totals[value] = [key_name, *nums]
+        return
+    if key_name is not None and (have[0] is None or key_name > have[0]):
+        have[0] = key_name  # MAX(key_name), as one query would give it
+    for i, n in enumerate(nums, start=1):
+        have[i] += n
+
+
+def _whole_days(since: float | None, until: float | None) -> tuple[float | None, float | None] | None:
+    """The UTC days wholly inside [since, until) as [first, end) (None: unbounded), or None
+    when there is none."""
+    first = None if since is None else -(-since // 86400) * 86400
+    end = None if until is None else until // 86400 * 86400
+    if first is not None and end is not None and first >= end:
+        return None
+    return first, end
+
+
+def _day_name(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _where(
+    since: float | None, until: float | None, filters: dict[str, str] | None, *, prune: bool = False
+) -> tuple[str, list[Any]]:
+    """WHERE for records in [since, until) with these filters; `prune`: on SQLite's view, where
+    the batches' own time ranges let whole batches be skipped unread."""
     clauses: list[str] = []
     params: list[Any] = []
     if since is not None:
         clauses.append("ts >= ?")
         params.append(float(since))
+        if prune:
+            clauses.append("batch_ts_max >= ?")
+            params.append(float(since))
     if until is not None:
         clauses.append("ts < ?")
         params.append(float(until))
+        if prune:
+            clauses.append("batch_ts_min < ?")
+            params.append(float(until))
     for name, value in (filters or {}).items():
         col = BY_COLUMNS.get(name)
         if col is None:
