@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use pyo3::Borrowed;
 
-use crate::json_float::push_f64;
+use crate::json_float::{push_f64, push_scaled};
 use crate::py_value::{kind_of, PyValue};
 use crate::translate::json_out::{push_str, push_u64};
 
@@ -66,7 +66,11 @@ pub fn read_item<'a>(value: &'a Bound<'_, PyAny>) -> Item<'a> {
         PyValue::Bool(b) => Item::Bool(b),
         PyValue::Int(v) => v.extract().map_or(Item::Other, Item::Int),
         PyValue::Real(v) => Item::Real(v),
-        PyValue::Text(s) => Item::Text(s.to_string_lossy()),
+        // The UTF-8 Python keeps of the string, borrowed; a copy only for lone surrogates.
+        PyValue::Text(s) => Item::Text(
+            s.to_str()
+                .map_or_else(|_| s.to_string_lossy(), Cow::Borrowed),
+        ),
         PyValue::Other => Item::Other,
     }
 }
@@ -127,7 +131,10 @@ fn push_item(out: &mut Vec<u8>, item: &Item<'_>, scale: f64) {
         Item::Null | Item::Other => out.extend_from_slice(b"null"),
         Item::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Item::Text(s) => push_str(out, s),
-        Item::Int(_) | Item::Real(_) if scale > 0.0 => push_f64(out, round_to(item.real(), scale)),
+        Item::Int(_) | Item::Real(_) if scale > 0.0 => match decimals_of(scale) {
+            Some(d) => push_scaled(out, (item.real() * scale + 0.5).trunc(), d),
+            None => push_f64(out, round_to(item.real(), scale)),
+        },
         Item::Int(v) => push_i64(out, *v),
         Item::Real(v) => push_f64(out, *v),
     }
@@ -138,6 +145,14 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
         out.push(b'-');
     }
     push_u64(out, v.unsigned_abs());
+}
+
+/// The decimals of a scale that is a power of ten up to 10^5 (1000.0: 3).
+fn decimals_of(scale: f64) -> Option<u32> {
+    [1.0, 10.0, 100.0, 1e3, 1e4, 1e5]
+        .iter()
+        .position(|&p| p == scale)
+        .map(|d| d as u32)
 }
 
 /// x (>= 0) to the nearest 1/scale, as Python's `int(x * scale + 0.5) / scale` gives it (app.py).

@@ -16,10 +16,11 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(v);
     let plain = (1e-5..1e16).contains(&v.abs());
-    if plain && !text.contains(['e', 'E']) {
+    let bytes = text.as_bytes();
+    if plain && !bytes.iter().any(|&b| b == b'e' || b == b'E') {
         // Already orjson's notation but perhaps for a missing ".0".
-        out.extend_from_slice(text.as_bytes());
-        if !text.contains('.') {
+        out.extend_from_slice(bytes);
+        if !bytes.contains(&b'.') {
             out.extend_from_slice(b".0");
         }
         return;
@@ -86,9 +87,81 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
     let _ = write!(out, "e{}{e}", if e >= 0 { "+" } else { "" });
 }
 
+/// `q / 10^decimals` for an integer-valued `q` (a number rounded to 1/scale, accounting.rs), as
+/// `push_f64` writes that quotient, without formatting a float: below 10^15 the quotient is a
+/// decimal of at most 15 significant digits, which is its own shortest round-trip form (two
+/// such decimals are never the same double), so the digits of q with the point put in and the
+/// trailing zeros dropped are what orjson writes. Falls back to `push_f64` outside that.
+pub fn push_scaled(out: &mut Vec<u8>, q: f64, decimals: u32) {
+    // Up to 5 decimals: the least quotient above 0 is then 1e-5, still plain notation.
+    const POW10: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
+    let Some(&unit) = POW10.get(decimals as usize) else {
+        push_f64(out, q / 10f64.powi(decimals as i32));
+        return;
+    };
+    if !(0.0..1e15).contains(&q) || q.fract() != 0.0 {
+        push_f64(out, q / unit as f64);
+        return;
+    }
+    let q = q as u64;
+    crate::translate::json_out::push_u64(out, q / unit);
+    out.push(b'.');
+    let mut frac = q % unit;
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let mut width = decimals;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    let mut digits = [b'0'; 5];
+    for slot in digits[..width as usize].iter_mut().rev() {
+        *slot = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    out.extend_from_slice(&digits[..width as usize]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_integer_reads_as_the_quotient_does() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for decimals in 0..=6u32 {
+            let unit = 10f64.powi(decimals as i32);
+            let mut qs: Vec<f64> = vec![
+                0.0,
+                1.0,
+                9.0,
+                10.0,
+                100.0,
+                1e15 - 1.0,
+                1e15,
+                2e15,
+                123_450.0,
+            ];
+            qs.extend((0..3000).map(|_| (next() % 10u64.pow(1 + (next() % 15) as u32)) as f64));
+            for q in qs {
+                let mut fast = Vec::new();
+                push_scaled(&mut fast, q, decimals);
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    f(q / unit),
+                    "{q} / 10^{decimals}"
+                );
+            }
+        }
+    }
 
     fn f(v: f64) -> String {
         let mut out = Vec::new();

@@ -9,6 +9,9 @@
 //! instructions a column), and ~1,400 storing the same record as ~280 bytes of a batch's text.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::accounting::Fnv;
 
 use crate::json_float::push_f64;
 use crate::ledger::push_utc_day;
@@ -66,15 +69,40 @@ pub struct Sums {
     pub opts: Vec<(f64, i64)>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// What a field is for beyond its place in the record: slots into the sums (`NONE`: not one).
+/// Small and `Copy`: it is read for every field of every record.
+#[derive(Debug, Clone, Copy)]
 struct Role {
     /// Null (or a NaN or infinity, which SQLite stores as null) is refused.
     required: bool,
-    dim: Option<usize>,
+    dim: bool,
     status: bool,
-    int_sum: Option<usize>,
-    real_sum: Option<usize>,
-    opt_sum: Option<usize>,
+    int_sum: u8,
+    real_sum: u8,
+    opt_sum: u8,
+}
+
+const NONE: u8 = u8::MAX;
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            required: false,
+            dim: false,
+            status: false,
+            int_sum: NONE,
+            real_sum: NONE,
+            opt_sum: NONE,
+        }
+    }
+}
+
+/// A sum's slot as a Role holds it.
+fn slot(i: usize) -> Result<u8, String> {
+    u8::try_from(i)
+        .ok()
+        .filter(|&s| s != NONE)
+        .ok_or_else(|| format!("{i} sums of a kind: too many"))
 }
 
 /// What a batch row and its rollups are made of.
@@ -130,7 +158,7 @@ pub struct BatchBuilder {
     ts: f64,
     // [start, end) of the UTC day last formatted, and its name.
     day: (f64, f64, String),
-    index: HashMap<Vec<u8>, usize>,
+    index: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>,
 }
 
 impl BatchBuilder {
@@ -151,18 +179,18 @@ impl BatchBuilder {
         for &i in required {
             role(&mut roles, i, "a required field")?.required = true;
         }
-        for (slot, &i) in spec.dims.iter().enumerate() {
-            role(&mut roles, i, "a dimension")?.dim = Some(slot);
+        for &i in &spec.dims {
+            role(&mut roles, i, "a dimension")?.dim = true;
         }
         role(&mut roles, spec.status, "the status")?.status = true;
-        for (slot, &i) in spec.int_sums.iter().enumerate() {
-            role(&mut roles, i, "an int sum")?.int_sum = Some(slot);
+        for (n, &i) in spec.int_sums.iter().enumerate() {
+            role(&mut roles, i, "an int sum")?.int_sum = slot(n)?;
         }
-        for (slot, &i) in spec.real_sums.iter().enumerate() {
-            role(&mut roles, i, "a real sum")?.real_sum = Some(slot);
+        for (n, &i) in spec.real_sums.iter().enumerate() {
+            role(&mut roles, i, "a real sum")?.real_sum = slot(n)?;
         }
-        for (slot, &i) in spec.opt_sums.iter().enumerate() {
-            role(&mut roles, i, "an optional sum")?.opt_sum = Some(slot);
+        for (n, &i) in spec.opt_sums.iter().enumerate() {
+            role(&mut roles, i, "an optional sum")?.opt_sum = slot(n)?;
         }
         if width == 0 {
             return Err("width: at least the unix time is needed".into());
@@ -181,7 +209,7 @@ impl BatchBuilder {
             record_start: 1,
             ts: 0.0,
             day: (0.0, -1.0, String::new()),
-            index: HashMap::new(),
+            index: HashMap::default(),
         })
     }
 
@@ -206,8 +234,12 @@ impl BatchBuilder {
         }
         self.batch.records.push(b'[');
         self.key.clear();
-        let zero = Self::zero(&self.spec);
-        self.sums = zero;
+        // Zeroed in place: a record costs no allocation unless it starts a rollup row.
+        let s = &mut self.sums;
+        (s.requests, s.errors) = (1, 0);
+        s.ints.fill(0);
+        s.reals.fill(0.0);
+        s.opts.fill((0.0, 0));
     }
 
     /// Field `i`'s value. An error leaves the batch as it was before `begin`.
@@ -264,7 +296,7 @@ impl BatchBuilder {
                 self.batch.first_id.push_str(id);
             }
         }
-        if role.dim.is_some() {
+        if role.dim {
             match v {
                 Val::Text(s) => self.key.extend_from_slice(s.as_bytes()),
                 Val::Null => {}
@@ -275,20 +307,17 @@ impl BatchBuilder {
         if role.status && v.as_i64() >= 400 {
             self.sums.errors = 1;
         }
-        if let Some(slot) = role.int_sum {
-            if let Some(s) = self.sums.ints.get_mut(slot) {
-                *s = v.as_i64();
-            }
+        if let Some(s) = self.sums.ints.get_mut(usize::from(role.int_sum)) {
+            *s = v.as_i64();
         }
-        if let Some(slot) = role.real_sum {
-            if let Some(s) = self.sums.reals.get_mut(slot) {
-                *s = v.as_f64().unwrap_or(0.0);
-            }
+        if let Some(s) = self.sums.reals.get_mut(usize::from(role.real_sum)) {
+            *s = v.as_f64().unwrap_or(0.0);
         }
-        if let (Some(slot), Some(x)) = (role.opt_sum, v.as_f64()) {
-            if let Some(s) = self.sums.opts.get_mut(slot) {
-                *s = (x, 1);
-            }
+        if let (Some(s), Some(x)) = (
+            self.sums.opts.get_mut(usize::from(role.opt_sum)),
+            v.as_f64(),
+        ) {
+            *s = (x, 1);
         }
         Ok(())
     }
@@ -317,11 +346,11 @@ impl BatchBuilder {
         }
         b.records.push(b']');
         b.n += 1;
-        let sums = std::mem::take(&mut self.sums);
+        let sums = &self.sums;
         match self.index.get(self.key.as_slice()) {
             Some(&at) => {
                 if let Some((_, total)) = self.batch.rollups.get_mut(at) {
-                    add(total, &sums);
+                    add(total, sums);
                 }
             }
             None => {
@@ -333,7 +362,7 @@ impl BatchBuilder {
                     .collect();
                 self.index
                     .insert(self.key.clone(), self.batch.rollups.len());
-                self.batch.rollups.push((dims, sums));
+                self.batch.rollups.push((dims, sums.clone()));
             }
         }
     }

@@ -34,12 +34,33 @@ fn any_to_escape(w: u64) -> bool {
     (control | quote | backslash) & HIGH != 0
 }
 
+/// Whether no byte of `bytes` needs escaping, eight at a time: the words that fit, then the last
+/// eight bytes (overlapping the words before), or for a string of fewer than eight its bytes
+/// padded with spaces.
+fn nothing_to_escape(bytes: &[u8]) -> bool {
+    let word = |chunk: &[u8]| {
+        let mut w = [b' '; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        !any_to_escape(u64::from_le_bytes(w))
+    };
+    if bytes.len() < 8 {
+        return word(bytes);
+    }
+    bytes.chunks_exact(8).all(word) && word(&bytes[bytes.len() - 8..])
+}
+
 /// Appends `s` as a JSON string literal (quotes included), escaped as serde_json escapes (and
-/// orjson: the access line, accounting.rs). Eight bytes at a time while none needs escaping.
+/// orjson: the access line, accounting.rs). Eight bytes at a time while none needs escaping;
+/// most strings (ids, names, models) need none and are copied whole.
 pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
+    if nothing_to_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
