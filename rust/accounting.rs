@@ -20,7 +20,9 @@ use pyo3::types::{PyBytes, PyTuple};
 use pyo3::Borrowed;
 
 use crate::json_float::{push_f64, push_scaled};
+use crate::ledger_batch::Val;
 use crate::py_value::{kind_of, PyValue};
+use crate::row_queue::RowQueue;
 use crate::translate::json_out::{push_str, push_u64};
 
 /// One value of the row as read.
@@ -36,6 +38,18 @@ pub enum Item<'a> {
 }
 
 impl Item<'_> {
+    /// As the ledger's batch builder takes it.
+    fn val(&self) -> Val<'_> {
+        match self {
+            Item::Null => Val::Null,
+            Item::Bool(b) => Val::Bool(*b),
+            Item::Int(v) => Val::Int(*v),
+            Item::Real(v) => Val::Real(*v),
+            Item::Text(s) => Val::Text(s),
+            Item::Other => Val::Other,
+        }
+    }
+
     fn text(&self) -> Option<&str> {
         match self {
             Item::Text(s) => Some(s),
@@ -374,14 +388,16 @@ impl RequestSink {
         })
     }
 
-    /// One finished request: counts it when `metrics`, and keeps its access line when `access`
-    /// (`tail`, raw JSON, goes before the line's closing brace). 1: the line is the first kept
-    /// since the last `take_access` (arm a flush); 2: the lines kept are past the bound (take
-    /// them now); else 0.
-    #[pyo3(signature = (row, ttfb_s, duration_s, attempts, tail, metrics, access))]
+    /// One finished request: counts it when `metrics`, keeps its access line when `access`
+    /// (`tail`, raw JSON, goes before the line's closing brace), and hands its values to the
+    /// ledger's `queue` when it builds batches (row_queue.rs: the row is read once for all
+    /// three). 1: the line is the first kept since the last `take_access` (arm a flush); 2: the
+    /// lines kept are past the bound (take them now); else 0.
+    #[pyo3(signature = (row, ttfb_s, duration_s, attempts, tail, metrics, access, queue=None))]
     #[allow(clippy::too_many_arguments)]
     fn done<'py>(
         &self,
+        py: Python<'py>,
         row: &Bound<'py, PyTuple>,
         ttfb_s: Option<f64>,
         duration_s: f64,
@@ -389,8 +405,9 @@ impl RequestSink {
         tail: Option<&[u8]>,
         metrics: bool,
         access: bool,
+        queue: Option<&Bound<'py, RowQueue>>,
     ) -> PyResult<u8> {
-        if !metrics && !access {
+        if !metrics && !access && queue.is_none() {
             return Ok(LINES_UNCHANGED);
         }
         if row.len() != self.width {
@@ -406,6 +423,10 @@ impl RequestSink {
             values.push(row.get_borrowed_item(i)?);
         }
         let items: Vec<Item<'_>> = values.iter().map(|v| read_item(v)).collect();
+        if let Some(q) = queue {
+            let vals: Vec<Val<'_>> = items.iter().map(Item::val).collect();
+            q.get().push_values(py, &vals);
+        }
         if metrics {
             let f = &self.fields;
             let at = |i: usize| items.get(i).unwrap_or(&Item::Null);

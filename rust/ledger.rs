@@ -15,14 +15,15 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
-use crate::ledger_batch::{Batch, BatchBuilder, Refusal, RollupSpec, Val};
-use crate::py_value::{kind_of, PyValue};
+use crate::ledger_batch::{Batch, Refusal};
+use crate::ledger_shape::{read_val, Shape, ShapeArg};
+use crate::row_queue::LedgerBatch;
 
 /// The UTC day of a unix time as "YYYY-MM-DD", the ledger's `day` column (what
 /// `time.strftime("%Y-%m-%d", time.gmtime(ts))` gives), appended to `out`.
@@ -120,98 +121,46 @@ impl Writer {
     }
 }
 
-/// `SqliteLedgerWriter(path, batch_sql, rollup_sql, shape, busy_timeout_ms)`: `shape` is (width,
-/// id field, required fields, rollup spec): records are tuples of `width` values, the unix time
-/// first and the request id at the id field; the rollup spec is (dimensions, status, int sums,
-/// real sums, optional sums), field indexes each.
+/// `SqliteLedgerWriter(path, batch_sql, rollup_sql, shape, busy_timeout_ms)`: `shape` is
+/// usage/batches.py's SHAPE (ledger_shape.rs): records are tuples of its width of values, the
+/// unix time first.
 #[pyclass(module = "sluicegate._native", frozen)]
 pub struct SqliteLedgerWriter {
     writer: Mutex<Option<Writer>>,
     shape: Shape,
 }
 
-type ShapeArg = (
-    usize,
-    usize,
-    Vec<usize>,
-    (Vec<usize>, usize, Vec<usize>, Vec<usize>, Vec<usize>),
-);
-
-/// What a record looks like: its width, where its request id is, which fields it must have,
-/// what its rollups take.
-#[derive(Clone)]
-struct Shape {
-    width: usize,
-    id_field: usize,
-    required: Vec<usize>,
-    spec: RollupSpec,
+/// The sqlite3 module's exception for a record the batch cannot hold.
+fn refusal_err(py: Python<'_>, why: Refusal) -> PyErr {
+    match why {
+        Refusal::Missing(msg) => sqlite_exception(
+            py,
+            "IntegrityError",
+            &format!("NOT NULL constraint failed: {msg}"),
+        ),
+        Refusal::Bad(msg) => sqlite_exception(py, "ProgrammingError", &msg),
+        Refusal::TooBig(msg) => PyOverflowError::new_err(msg),
+    }
 }
 
-impl Shape {
-    fn new(shape: ShapeArg) -> PyResult<Self> {
-        let (width, id_field, required, spec) = shape;
-        let (dims, status, int_sums, real_sums, opt_sums) = spec;
-        let spec = RollupSpec {
-            dims,
-            status,
-            int_sums,
-            real_sums,
-            opt_sums,
-        };
-        // Checked once here; `build` makes its builders from a shape known to be good.
-        BatchBuilder::new(width, id_field, &required, spec.clone())
-            .map_err(PyValueError::new_err)?;
-        Ok(Shape {
-            width,
-            id_field,
-            required,
-            spec,
-        })
-    }
-
-    /// The records read in one pass, with the GIL held.
-    fn build(&self, py: Python<'_>, records: &[Bound<'_, PyTuple>]) -> PyResult<Batch> {
-        let mut b = BatchBuilder::new(self.width, self.id_field, &self.required, self.spec.clone())
-            .map_err(PyValueError::new_err)?;
-        for rec in records {
-            if rec.len() != self.width {
-                let msg = format!("a record of {} values, not {}", rec.len(), self.width);
-                return Err(sqlite_exception(py, "ProgrammingError", &msg));
-            }
-            b.begin();
-            for i in 0..self.width {
-                // Borrowed: no reference count taken and dropped per value.
-                let value = rec.get_borrowed_item(i)?;
-                let v = match kind_of(&value) {
-                    PyValue::None => Val::Null,
-                    PyValue::Bool(x) => Val::Bool(x),
-                    // An int past 64 bits raises OverflowError, as the sqlite3 module does.
-                    PyValue::Int(x) => Val::Int(x.extract()?),
-                    PyValue::Real(x) => Val::Real(x),
-                    PyValue::Text(s) => Val::Text(s.to_str()?),
-                    PyValue::Other => {
-                        let kind = value
-                            .get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default();
-                        let msg = format!("field {i}: type '{kind}' is not supported");
-                        return Err(sqlite_exception(py, "ProgrammingError", &msg));
-                    }
-                };
-                b.value(i, v).map_err(|refusal| match refusal {
-                    Refusal::Missing(msg) => sqlite_exception(
-                        py,
-                        "IntegrityError",
-                        &format!("NOT NULL constraint failed: {msg}"),
-                    ),
-                    Refusal::Bad(msg) => sqlite_exception(py, "ProgrammingError", &msg),
-                })?;
-            }
-            b.end();
+/// The records read in one pass, with the GIL held.
+fn build(py: Python<'_>, shape: &Shape, records: &[Bound<'_, PyTuple>]) -> PyResult<Batch> {
+    let mut b = shape.builder();
+    for rec in records {
+        if rec.len() != shape.width {
+            let msg = format!("a record of {} values, not {}", rec.len(), shape.width);
+            return Err(sqlite_exception(py, "ProgrammingError", &msg));
         }
-        Ok(b.finish())
+        b.begin();
+        for i in 0..shape.width {
+            // Borrowed: no reference count taken and dropped per value.
+            let value = rec.get_borrowed_item(i)?;
+            let v = read_val(&value, i).map_err(|why| refusal_err(py, why))?;
+            b.value(i, v).map_err(|why| refusal_err(py, why))?;
+        }
+        b.end();
     }
+    Ok(b.finish())
 }
 
 #[pymethods]
@@ -225,7 +174,7 @@ impl SqliteLedgerWriter {
         shape: ShapeArg,
         busy_timeout_ms: u64,
     ) -> PyResult<Self> {
-        let shape = Shape::new(shape)?;
+        let shape = Shape::new(shape).map_err(PyValueError::new_err)?;
         let timeout = Duration::from_millis(busy_timeout_ms);
         let writer = py
             .detach(|| Writer::open(&path, batch_sql, rollup_sql, timeout))
@@ -240,10 +189,38 @@ impl SqliteLedgerWriter {
     /// sqlite3 module's own exception classes, so callers tell a busy store from a bad record
     /// as they do for its driver.
     fn write(&self, py: Python<'_>, records: Vec<Bound<'_, PyTuple>>) -> PyResult<usize> {
-        let batch = self.shape.build(py, &records)?;
+        let batch = build(py, &self.shape, &records)?;
+        self.store(py, &batch)
+    }
+
+    /// Store a batch the native queue built (RowQueue.take_batch), without the GIL; its records'
+    /// count. Once stored the batch is empty: writing it again stores nothing. After a failure
+    /// it is kept whole, for the retry.
+    fn write_batch(&self, py: Python<'_>, batch: &LedgerBatch) -> PyResult<usize> {
+        let taken = batch.batch.lock().ok().and_then(|mut b| b.take());
+        let Some(b) = taken else {
+            return Ok(0);
+        };
+        let stored = self.store(py, &b);
+        if stored.is_err() {
+            if let Ok(mut slot) = batch.batch.lock() {
+                *slot = Some(b);
+            }
+        }
+        stored
+    }
+
+    fn close(&self, py: Python<'_>) {
+        // Closing the last connection checkpoints the WAL: not with the GIL held.
+        py.detach(|| drop(self.writer.lock().ok().and_then(|mut guard| guard.take())));
+    }
+}
+
+impl SqliteLedgerWriter {
+    fn store(&self, py: Python<'_>, batch: &Batch) -> PyResult<usize> {
         let written = py.detach(|| match self.writer.lock() {
             Ok(mut guard) => match guard.as_mut() {
-                Some(writer) => Ok(writer.write(&batch)),
+                Some(writer) => Ok(writer.write(batch)),
                 None => Err("closed"),
             },
             Err(_) => Err("poisoned"),
@@ -256,11 +233,6 @@ impl SqliteLedgerWriter {
                 &format!("ledger writer {why}"),
             )),
         }
-    }
-
-    fn close(&self, py: Python<'_>) {
-        // Closing the last connection checkpoints the WAL: not with the GIL held.
-        py.detach(|| drop(self.writer.lock().ok().and_then(|mut guard| guard.take())));
     }
 }
 
@@ -282,8 +254,8 @@ pub fn ledger_batch<'py>(
     String,
     Vec<Bound<'py, PyTuple>>,
 )> {
-    let shape = Shape::new(shape)?;
-    let b = shape.build(py, &records)?;
+    let shape = Shape::new(shape).map_err(PyValueError::new_err)?;
+    let b = build(py, &shape, &records)?;
     let mut rollups = Vec::with_capacity(b.rollups.len());
     for (dims, sums) in &b.rollups {
         let mut values: Vec<Bound<'py, PyAny>> = Vec::new();

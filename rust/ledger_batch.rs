@@ -25,6 +25,8 @@ pub enum Val<'a> {
     Int(i64),
     Real(f64),
     Text(&'a str),
+    /// A value of a type the ledger does not store (refused).
+    Other,
 }
 
 impl Val<'_> {
@@ -106,7 +108,7 @@ fn slot(i: usize) -> Result<u8, String> {
 }
 
 /// What a batch row and its rollups are made of.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
     /// `[[...],[...]]`: valid UTF-8, written only from `&str` and ASCII.
     pub records: Vec<u8>,
@@ -126,6 +128,8 @@ pub struct Batch {
 pub enum Refusal {
     Missing(String),
     Bad(String),
+    /// An int past 64 bits (OverflowError to callers, as the sqlite3 module raises).
+    TooBig(String),
 }
 
 impl From<&str> for Refusal {
@@ -144,6 +148,7 @@ impl From<String> for Refusal {
 const TS_RANGE: std::ops::Range<f64> = -62_135_596_800.0..253_402_300_800.0;
 
 /// Builds a batch record by record, value by value (`begin`, `value` per field, `end`).
+#[derive(Clone)]
 pub struct BatchBuilder {
     width: usize,
     id_field: usize,
@@ -227,6 +232,15 @@ impl BatchBuilder {
         self.width
     }
 
+    /// Records in the batch so far.
+    pub fn len(&self) -> usize {
+        self.batch.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.n == 0
+    }
+
     pub fn begin(&mut self) {
         self.record_start = self.batch.records.len();
         if self.batch.n > 0 {
@@ -242,11 +256,16 @@ impl BatchBuilder {
         s.opts.fill((0.0, 0));
     }
 
+    /// Takes back the record begun (its text so far): the batch is as before `begin`.
+    pub fn cancel(&mut self) {
+        self.batch.records.truncate(self.record_start);
+    }
+
     /// Field `i`'s value. An error leaves the batch as it was before `begin`.
     pub fn value(&mut self, i: usize, v: Val<'_>) -> Result<(), Refusal> {
         let done = self.read(i, v);
         if done.is_err() {
-            self.batch.records.truncate(self.record_start);
+            self.cancel();
         }
         done
     }
@@ -279,6 +298,9 @@ impl BatchBuilder {
             }
             Val::Real(x) => push_f64(out, x),
             Val::Text(s) => push_str(out, s),
+            Val::Other => {
+                return Err(format!("field {i}: a value of a type it does not store").into())
+            }
         }
         if i == 0 {
             let ts = v
@@ -515,6 +537,11 @@ mod tests {
             record(&mut b, &nan_status),
             Err(Refusal::Missing(_))
         ));
+        // A record its caller gives up on between values (a value it could not read).
+        b.begin();
+        assert_eq!(b.value(0, Val::Real(3.0)), Ok(()));
+        assert_eq!(b.value(1, Val::Text("r5")), Ok(()));
+        b.cancel();
         let batch = b.finish();
         assert_eq!(
             String::from_utf8(batch.records).unwrap_or_default(),

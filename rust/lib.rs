@@ -1,7 +1,7 @@
 //! sluicegate's native hot path. Python decides; this crate moves bytes.
 //!
 //! The logic lives in plain Rust modules (`json_scan`, `headers`, `http1`, `sse`, `tally`,
-//! `ledger_batch`) that `cargo test` exercises without Python; `request`, `exchange`, `protocol`,
+//! `ledger_batch`, `ledger_shape`) that `cargo test` exercises without Python; `request`, `exchange`, `protocol`,
 //! `ledger`, `row_queue` and `accounting` are the thin PyO3 faces (`translate::py` for the
 //! translators), and `py_value` the type dispatch the ledger and the access line read rows by.
 use pyo3::prelude::*;
@@ -14,6 +14,7 @@ pub mod json_float;
 pub mod json_scan;
 pub mod ledger;
 pub mod ledger_batch;
+pub mod ledger_shape;
 pub mod protocol;
 pub mod py_value;
 pub mod request;
@@ -36,6 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ledger::SqliteLedgerWriter>()?;
     m.add_class::<accounting::RequestSink>()?;
     m.add_class::<row_queue::RowQueue>()?;
+    m.add_class::<row_queue::LedgerBatch>()?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_libversion_address, m)?)?;
     m.add_function(wrap_pyfunction!(ledger::sqlite_version, m)?)?;
     m.add_function(wrap_pyfunction!(ledger::ledger_batch, m)?)?;

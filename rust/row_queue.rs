@@ -1,25 +1,59 @@
-//! The ledger's queue of rows between the event loop and the writer thread.
+//! The ledger's queue of records between the event loop and the writer thread.
 //!
 //! Python decides (usage/ledger.py): the bound, the batch size, when to write, what a failure
-//! means. This holds the rows: `push` is the ledger's only call on the request path, a bound
+//! means. This holds the records: `push` is the ledger's only call on the request path, a bound
 //! check and an append without an interpreter frame (the Python method it replaces cost ~3,000
 //! instructions a request, measured with callgrind), and it wakes the writer when a batch is full.
+//!
+//! Two kinds of queue. For the stores Python writes (PostgreSQL, SQLite through the driver) it
+//! holds the rows, tuples. For the native SQLite writer it holds batches being built
+//! (ledger_batch.rs): a record is written into its batch's JSON text and daily sums as it comes,
+//! by `push` or by the request sink from the values it read for the access line
+//! (accounting.rs), so a request's fields are read once, the tuple is freed with the request,
+//! and the writer thread stores a batch without taking the GIL. A record the batch cannot hold
+//! (a required field missing, a value of another type) is refused there and counted.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
-#[derive(Default)]
+use crate::ledger_batch::{Batch, BatchBuilder, Refusal, Val};
+use crate::ledger_shape::{read_val, Shape, ShapeArg};
+
+/// A sealed batch for the writer: `n` records. Taken once (`write_batch` empties it).
+#[pyclass(module = "sluicegate._native", frozen)]
+pub struct LedgerBatch {
+    pub batch: Mutex<Option<Batch>>,
+    #[pyo3(get)]
+    pub n: usize,
+}
+
+enum Held {
+    Rows(VecDeque<Py<PyAny>>),
+    Batches {
+        shape: Shape,
+        open: Option<BatchBuilder>,
+        sealed: VecDeque<Batch>,
+        refused: u64,
+        last_refusal: Option<String>,
+    },
+}
+
 struct State {
-    rows: VecDeque<Py<PyAny>>,
+    held: Held,
+    waiting: usize,
     inflight: usize,
     dropped: u64,
     closed: bool,
 }
 
-/// `RowQueue(queue_max, batch_max, wake)`: at most `queue_max` rows queued or being written;
-/// `wake()` is called when `batch_max` rows are waiting.
+/// `RowQueue(queue_max, batch_max, wake, shape=None)`: at most `queue_max` records queued or
+/// being written; `wake()` is called when `batch_max` records are waiting. With a `shape`
+/// (usage/batches.py's SHAPE) it holds batches for the native SQLite writer (`take_batch`),
+/// else rows (`take`).
 #[pyclass(module = "sluicegate._native", frozen)]
 pub struct RowQueue {
     state: Mutex<State>,
@@ -32,80 +66,260 @@ impl RowQueue {
     fn lock(&self) -> Option<MutexGuard<'_, State>> {
         self.state.lock().ok()
     }
-}
 
-#[pymethods]
-impl RowQueue {
-    #[new]
-    fn new(queue_max: usize, batch_max: usize, wake: Py<PyAny>) -> Self {
-        RowQueue {
-            state: Mutex::new(State::default()),
-            queue_max: queue_max.max(1),
-            batch_max: batch_max.max(1),
-            wake,
-        }
+    /// Whether the queue builds batches (the sink then hands it the values it read).
+    pub fn builds_batches(&self) -> bool {
+        self.lock()
+            .is_some_and(|s| matches!(s.held, Held::Batches { .. }))
     }
 
-    /// Queue a row; past the bound, or once closed, it is dropped and counted. Never raises.
-    fn push(&self, py: Python<'_>, row: Py<PyAny>) {
+    /// One record from values already read (the sink's), in field order. Never fails: a record
+    /// the batch cannot hold is counted as refused, one past the bound as dropped.
+    pub fn push_values(&self, py: Python<'_>, values: &[Val<'_>]) {
         let full = match self.lock() {
-            Some(mut s) => {
-                if s.closed || s.rows.len() + s.inflight >= self.queue_max {
-                    s.dropped += 1;
-                    false
-                } else {
-                    s.rows.push_back(row);
-                    s.rows.len() == self.batch_max
+            Some(mut s) => self.admit(&mut s, |b| {
+                b.begin();
+                for (i, v) in values.iter().enumerate() {
+                    b.value(i, *v)?;
                 }
-            }
+                b.end();
+                Ok(())
+            }),
             None => false,
         };
+        self.woken(py, full);
+    }
+
+    /// Past the bound: dropped. Else the record goes into the open batch (sealed when it holds
+    /// `batch_max`); whether a batch is now full.
+    fn admit(
+        &self,
+        s: &mut State,
+        record: impl FnOnce(&mut BatchBuilder) -> Result<(), Refusal>,
+    ) -> bool {
+        // (A queue of rows is never handed values: counted, not lost without a trace.)
+        if s.closed || s.waiting + s.inflight >= self.queue_max || matches!(s.held, Held::Rows(_)) {
+            s.dropped += 1;
+            return false;
+        }
+        let Held::Batches {
+            shape,
+            open,
+            sealed,
+            refused,
+            last_refusal,
+        } = &mut s.held
+        else {
+            return false;
+        };
+        let builder = match open {
+            Some(b) => b,
+            None => open.insert(shape.builder()),
+        };
+        if let Err(why) = record(builder) {
+            // However far the record got (a value its reader refused comes before `value`).
+            builder.cancel();
+            *refused += 1;
+            *last_refusal = Some(match why {
+                Refusal::Missing(m) => format!("a required value is missing: {m}"),
+                Refusal::Bad(m) | Refusal::TooBig(m) => m,
+            });
+            return false;
+        }
+        s.waiting += 1;
+        if builder.len() < self.batch_max {
+            return false;
+        }
+        if let Some(b) = open.take() {
+            sealed.push_back(b.finish());
+        }
+        true
+    }
+
+    fn woken(&self, py: Python<'_>, full: bool) {
         if full {
             // A wake-up that fails is not the request's problem: the writer wakes on its interval.
             let _ = self.wake.call0(py);
         }
     }
+}
 
-    /// Up to `n` rows, oldest first; they count against the bound until `done`.
+#[pymethods]
+impl RowQueue {
+    #[new]
+    #[pyo3(signature = (queue_max, batch_max, wake, shape=None))]
+    fn new(
+        queue_max: usize,
+        batch_max: usize,
+        wake: Py<PyAny>,
+        shape: Option<ShapeArg>,
+    ) -> PyResult<Self> {
+        let held = match shape {
+            None => Held::Rows(VecDeque::new()),
+            Some(arg) => Held::Batches {
+                shape: Shape::new(arg).map_err(PyValueError::new_err)?,
+                open: None,
+                sealed: VecDeque::new(),
+                refused: 0,
+                last_refusal: None,
+            },
+        };
+        Ok(RowQueue {
+            state: Mutex::new(State {
+                held,
+                waiting: 0,
+                inflight: 0,
+                dropped: 0,
+                closed: false,
+            }),
+            queue_max: queue_max.max(1),
+            batch_max: batch_max.max(1),
+            wake,
+        })
+    }
+
+    /// Queue a row (a tuple of the record's fields); past the bound, or once closed, it is
+    /// dropped and counted. Never raises.
+    fn push(&self, py: Python<'_>, row: Bound<'_, PyAny>) {
+        let full = match self.lock() {
+            Some(mut s) => {
+                let State {
+                    held,
+                    waiting,
+                    inflight,
+                    dropped,
+                    closed,
+                } = &mut *s;
+                if let Held::Rows(rows) = held {
+                    if *closed || *waiting + *inflight >= self.queue_max {
+                        *dropped += 1;
+                        false
+                    } else {
+                        rows.push_back(row.unbind());
+                        *waiting += 1;
+                        *waiting == self.batch_max
+                    }
+                } else {
+                    let width = match &s.held {
+                        Held::Batches { shape, .. } => shape.width,
+                        Held::Rows(_) => 0,
+                    };
+                    self.admit(&mut s, |b| match row.cast::<PyTuple>() {
+                        Ok(t) if t.len() == width => {
+                            b.begin();
+                            for i in 0..width {
+                                let item = t.get_borrowed_item(i).map_err(|e| e.to_string())?;
+                                let v = read_val(&item, i)?;
+                                b.value(i, v)?;
+                            }
+                            b.end();
+                            Ok(())
+                        }
+                        _ => Err(Refusal::Bad(format!(
+                            "a record is a tuple of {width} values"
+                        ))),
+                    })
+                }
+            }
+            None => false,
+        };
+        self.woken(py, full);
+    }
+
+    /// Up to `n` rows, oldest first; they count against the bound until `done`. (Rows only.)
     fn take(&self, n: usize) -> Vec<Py<PyAny>> {
         match self.lock() {
             Some(mut s) => {
-                let k = n.min(s.rows.len());
-                s.inflight += k;
-                s.rows.drain(..k).collect()
+                let State {
+                    held,
+                    waiting,
+                    inflight,
+                    ..
+                } = &mut *s;
+                let Held::Rows(rows) = held else {
+                    return Vec::new();
+                };
+                let k = n.min(rows.len());
+                *waiting -= k;
+                *inflight += k;
+                rows.drain(..k).collect()
             }
             None => Vec::new(),
         }
     }
 
-    /// `n` taken rows are written (or given up).
+    /// The oldest batch (the open one, sealed now, when none is full), or None; its records
+    /// count against the bound until `done`. (Batches only.)
+    fn take_batch(&self) -> Option<LedgerBatch> {
+        let mut s = self.lock()?;
+        let State {
+            held,
+            waiting,
+            inflight,
+            ..
+        } = &mut *s;
+        let Held::Batches { open, sealed, .. } = held else {
+            return None;
+        };
+        if sealed.is_empty() {
+            if let Some(b) = open.take() {
+                sealed.push_back(b.finish());
+            }
+        }
+        let batch = sealed.pop_front()?;
+        *waiting -= batch.n;
+        *inflight += batch.n;
+        Some(LedgerBatch {
+            n: batch.n,
+            batch: Mutex::new(Some(batch)),
+        })
+    }
+
+    /// `n` taken records are written (or given up).
     fn done(&self, n: usize) {
         if let Some(mut s) = self.lock() {
             s.inflight = s.inflight.saturating_sub(n);
         }
     }
 
-    /// Rows dropped from now on.
+    /// Records dropped from now on.
     fn close(&self) {
         if let Some(mut s) = self.lock() {
             s.closed = true;
         }
     }
 
-    /// Rows waiting to be taken.
+    /// Records waiting to be taken.
     #[getter]
     fn waiting(&self) -> usize {
-        self.lock().map_or(0, |s| s.rows.len())
+        self.lock().map_or(0, |s| s.waiting)
     }
 
-    /// Rows waiting or being written.
+    /// Records waiting or being written.
     #[getter]
     fn depth(&self) -> usize {
-        self.lock().map_or(0, |s| s.rows.len() + s.inflight)
+        self.lock().map_or(0, |s| s.waiting + s.inflight)
     }
 
     #[getter]
     fn dropped(&self) -> u64 {
         self.lock().map_or(0, |s| s.dropped)
+    }
+
+    /// Records a batch could not hold (their values), and why the last one could not.
+    #[getter]
+    fn refused(&self) -> (u64, Option<String>) {
+        match self.lock().as_deref() {
+            Some(State {
+                held:
+                    Held::Batches {
+                        refused,
+                        last_refusal,
+                        ..
+                    },
+                ..
+            }) => (*refused, last_refusal.clone()),
+            _ => (0, None),
+        }
     }
 }

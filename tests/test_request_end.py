@@ -266,6 +266,7 @@ def test_with_every_switch_off_a_finished_request_builds_nothing() -> None:
     services = Services.__new__(Services)  # the decision alone, without stores or threads
     services.sink = services.ledger = Spy()
     services.metrics_enabled, services.recording = False, False
+    services._batch_queue = None  # a ledger that queues rows itself
     ctx = RequestContext("messages")
     assert services.request_done(ctx, 0.01, access_log=False) == 0 and calls == []
     assert services.request_done(ctx, 0.01, access_log=True) == 1

@@ -399,13 +399,18 @@ def test_bools_are_stored_as_integers(tmp_path: Path) -> None:
     assert row == (1, "integer", 0, 1)
 
 
-def test_a_batch_takes_at_most_batch_max_rows(tmp_path: Path) -> None:
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db", batch_max=100)
+@pytest.mark.parametrize("native", [True, False])
+def test_a_batch_takes_at_most_batch_max_records(tmp_path: Path, native: bool) -> None:
+    from sluicegate.usage.ledger import _count
+
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path}/u.db", batch_max=100, native_writer=native)
+    assert (ledger.batch_queue is not None) == native  # the queue builds the batches itself
     for i in range(130):
         ledger.submit(rec(i))
-    assert len(ledger._take(stopping=False)) == 100
-    assert ledger.queue_depth == 130  # taken rows count until written
-    assert len(ledger._take(stopping=False)) == 30
+    assert _count(ledger._take(stopping=False)) == 100
+    assert ledger.queue_depth == 130  # taken records count until written
+    assert _count(ledger._take(stopping=False)) == 30  # the rest, sealed when taken
+    assert ledger._take(stopping=False) is None
     ledger._q.done(130)
     assert ledger.queue_depth == 0
 

@@ -184,3 +184,69 @@ def test_the_config_switch_its_default_and_the_stores_it_applies_to() -> None:
     assert LedgerSection.model_validate({"native_writer": False}).native_writer is False
     assert Ledger.from_url("sqlite:///unused.db", native_writer=False).writer == "python"
     assert Ledger.from_url("postgresql://u@127.0.0.1/db").writer == "python"
+
+
+def test_the_sink_hands_the_values_it_read_to_a_queue_that_builds_batches(tmp_path: Path) -> None:
+    # The request path on SQLite: the sink reads a row once, for the access line and for the
+    # ledger's batch; what lands is what the ledger stores for the same row queued by itself.
+    from sluicegate.request_end import new_sink
+
+    sink = new_sink()
+    stored = {}
+    for via_sink in (True, False):
+        path = tmp_path / f"{via_sink}.db"
+        ledger = Ledger.from_url(f"sqlite:///{path}")
+        assert ledger.batch_queue is not None
+        for r in _varied():
+            if via_sink:
+                sink.done(record_row(r), 0.01, 0.02, 1, None, False, False, ledger.batch_queue)
+            else:
+                ledger.submit(r)
+        ledger.close()
+        assert ledger.written == 7 and ledger.dropped == 0
+        stored[via_sink] = _rows(path)
+    assert stored[True] == stored[False] and len(stored[True]) == 7
+
+
+def test_a_queue_that_builds_batches_refuses_what_a_batch_cannot_hold() -> None:
+    woken: list[int] = []
+    q = _native.RowQueue(5, 2, lambda: woken.append(1), batches.SHAPE)
+    q.push(row(1))
+    assert (q.waiting, woken) == (1, [])
+    q.push(row(2, status=None))  # a required value missing
+    q.push((1.0, "too short"))
+    q.push(row(3, user=["not", "text"]))  # a type the batch does not store
+    assert q.refused[0] == 3 and "type 'list' is not supported" in str(q.refused[1])
+    q.push(row(4))
+    assert (q.waiting, woken) == (2, [1])  # a full batch wakes the writer
+    q.push(row(5))
+    first = q.take_batch()
+    assert first is not None and first.n == 2 and (q.waiting, q.depth) == (1, 3)
+    second = q.take_batch()  # the one being built, sealed as it is taken
+    assert second is not None and second.n == 1 and q.take_batch() is None
+    for i in range(6, 9):
+        q.push(row(i))
+    assert (q.depth, q.dropped) == (5, 1)  # the bound counts records being written
+    q.close()
+    q.push(row(9))
+    assert q.dropped == 2
+
+
+def test_a_batch_the_queue_built_is_stored_once_and_kept_for_a_retry(tmp_path: Path) -> None:
+    writer, path = _writer(tmp_path, busy_timeout_ms=50)
+    q = _native.RowQueue(10, 10, lambda: None, batches.SHAPE)
+    q.push(row(1, ts=100.0))
+    q.push(row(2, ts=101.0, key_id="k2"))
+    batch = q.take_batch()
+    assert batch is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        writer.write_batch(batch)
+    other.execute("ROLLBACK")
+    other.close()
+    assert writer.write_batch(batch) == 2  # kept whole for the retry
+    assert writer.write_batch(batch) == 0  # stored: nothing left in it
+    writer.close()
+    assert [r[4] for r in _rows(path)] == ["req-1", "req-2"]
+    assert [(d[1], d[2]) for d in _daily(path)] == [("k1", 1), ("k2", 1)]

@@ -12,6 +12,7 @@ __all__ = [
     "RELAY_OPENAI",
     "Exchange",
     "HeadTemplate",
+    "LedgerBatch",
     "ProtocolCore",
     "RequestInfo",
     "RequestSink",
@@ -227,6 +228,14 @@ _RollupSpec = tuple[list[int], int, list[int], list[int], list[int]]
 _RecordShape = tuple[int, int, list[int], _RollupSpec]
 
 @final
+class LedgerBatch:
+    """A batch RowQueue built, for SqliteLedgerWriter.write_batch."""
+
+    @property
+    def n(self) -> int:
+        """Its records."""
+
+@final
 class SqliteLedgerWriter:
     """One connection to a migrated SQLite ledger (usage/batches.py). A record is a tuple of
     `shape`'s width of values, the unix time first and the request id at its id field; each
@@ -243,6 +252,9 @@ class SqliteLedgerWriter:
     def write(self, records: Sequence[tuple[object, ...]]) -> int:
         """All records in one transaction, or none; their count. A batch already stored adds
         nothing. The values are read with the GIL held, the SQLite work is done without it."""
+    def write_batch(self, batch: LedgerBatch) -> int:
+        """Store a batch RowQueue built, without the GIL; its records' count. Stored, the batch is
+        empty (writing it again stores nothing); after a failure it is kept for the retry."""
     def close(self) -> None:
         """Close the connection; a write after it raises sqlite3.ProgrammingError."""
 
@@ -376,10 +388,12 @@ class RequestSink:
         tail: bytes | None,
         metrics: bool,
         access: bool,
+        queue: RowQueue | None = None,
     ) -> int:
-        """Count the request (when `metrics`) and keep its access line (when `access`; `tail`,
-        raw JSON, goes before the closing brace). 1: the first line kept since the last take;
-        2: the lines kept are past the bound; else 0."""
+        """Count the request (when `metrics`), keep its access line (when `access`; `tail`,
+        raw JSON, goes before the closing brace), and hand its values to `queue` (one that
+        builds batches). 1: the first line kept since the last take; 2: the lines kept are past
+        the bound; else 0."""
     def take_access(self) -> bytes | None:
         """The access lines kept since the last take, whole lines, or None."""
     def drain(
@@ -402,14 +416,29 @@ class RequestSink:
 
 @final
 class RowQueue:
-    """The ledger's rows between the event loop and its writer: at most `queue_max` queued or
-    being written; `wake()` is called when `batch_max` rows wait."""
+    """The ledger's records between the event loop and its writer: at most `queue_max` queued
+    or being written; `wake()` is called when `batch_max` wait. With a `shape` (usage/batches.py's
+    SHAPE) it builds batches for the native SQLite writer as records come (`take_batch`), else
+    it holds rows (`take`)."""
 
-    def __new__(cls, queue_max: int, batch_max: int, wake: Callable[[], object]) -> Self: ...
+    def __new__(
+        cls,
+        queue_max: int,
+        batch_max: int,
+        wake: Callable[[], object],
+        shape: _RecordShape | None = None,
+    ) -> Self: ...
     def push(self, row: object) -> None:
-        """Queue a row; past the bound or once closed it is dropped and counted. Never raises."""
+        """Queue a row; past the bound or once closed it is dropped and counted, and one a batch
+        cannot hold is refused and counted. Never raises."""
     def take(self, n: int) -> list[Any]:
-        """Up to n rows, oldest first; they count against the bound until `done`."""
+        """Up to n rows, oldest first; they count against the bound until `done`. (Rows.)"""
+    def take_batch(self) -> LedgerBatch | None:
+        """The oldest batch (the one being built, when none is full); its records count against
+        the bound until `done`. (Batches.)"""
+    @property
+    def refused(self) -> tuple[int, str | None]:
+        """Records a batch could not hold, and why the last one could not."""
     def done(self, n: int) -> None:
         """n taken rows are written (or given up)."""
     def close(self) -> None:

@@ -188,6 +188,9 @@ class Services:
         self.metrics.drain_from(self.sink)
         # Whether a finished request leaves anything besides its access line.
         self.recording = self.metrics_enabled or not isinstance(self.ledger, NullLedger)
+        # The ledger's queue when it builds batches (SQLite, the native writer): the sink hands
+        # it the values it read, else the ledger queues the row itself.
+        self._batch_queue = getattr(self.ledger, "batch_queue", None)
         self.metrics.watch(
             ledger=self.ledger, limiter=self.limiter, keystore=self.keystore, health=_breaker_states
         )
@@ -280,10 +283,12 @@ class Services:
             return 0
         row = usage_row(ctx, cost, duration_s)
         tail = None if ctx.prompt_log is None else b',"request_body":' + orjson.dumps(ctx.prompt_log)
+        queue = self._batch_queue
         kept: int = self.sink.done(
-            row, ctx.ttfb, duration_s, ctx.attempts, tail, self.metrics_enabled, access_log
+            row, ctx.ttfb, duration_s, ctx.attempts, tail, self.metrics_enabled, access_log, queue
         )
-        self.ledger.submit_row(row)
+        if queue is None:
+            self.ledger.submit_row(row)
         return kept
 
     async def settle(self, ctx: RequestContext) -> None:

@@ -7,7 +7,9 @@ store fails it keeps the batch, retries with backoff, and lets the queue fill up
 (after which records are dropped and counted). A clean `close()` writes everything queued.
 
 On SQLite a batch is stored as one row with its daily sums (batches.py); on PostgreSQL each
-record is a row.
+record is a row. With the native SQLite writer the queue builds the batches itself, as records
+come (`batch_queue`: the request sink hands it the values it read for the access line), and the
+writer thread stores them without the GIL.
 """
 
 from __future__ import annotations
@@ -80,8 +82,15 @@ class Ledger:
         self._batch_max = min(max(1, batch_max), batches.BATCH_ID_SPAN - 1)
         self._flush_interval_s = max(0.001, flush_interval_s)
         self._wake = threading.Event()
-        # Rows queued and being written, at most queue_max; a full batch wakes the writer.
-        self._q = _native.RowQueue(self._queue_max, self._batch_max, self._wake.set)
+        # "native": SQLite batches built by the extension's queue and stored by its writer
+        # (rust/row_queue.rs, rust/ledger.rs); "python": rows through the sqlite3 / psycopg drivers.
+        native = native_writer and db.dialect == "sqlite" and _shared_sqlite()
+        self.writer = "native" if native else "python"
+        # Records queued and being written, at most queue_max; a full batch wakes the writer.
+        self._q = _native.RowQueue(
+            self._queue_max, self._batch_max, self._wake.set, batches.SHAPE if native else None
+        )
+        self.batch_queue: Any = self._q if native else None
         self.submit_row: Callable[[tuple[Any, ...]], None] = self._q.push
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,10 +100,6 @@ class Ledger:
         self.written = 0
         self.write_errors = 0
         self.store_up = True
-        # "native": SQLite rows go through the extension's writer (rust/ledger.rs), "python":
-        # through the sqlite3 / psycopg drivers. Decided when the writer first connects.
-        self._native_wanted = native_writer and db.dialect == "sqlite"
-        self.writer = "native" if self._native_wanted else "python"
 
     @classmethod
     def from_url(
@@ -122,8 +127,9 @@ class Ledger:
 
     @property
     def dropped(self) -> int:
-        """Rows lost: past the queue's bound or after close, and refused by the store."""
-        return int(self._q.dropped) + self._refused
+        """Records lost: past the queue's bound or after close, refused by the batch (a value
+        it does not store) or by the store."""
+        return int(self._q.dropped) + int(self._q.refused[0]) + self._refused
 
     @property
     def queue_depth(self) -> int:
@@ -160,13 +166,14 @@ class Ledger:
 
     def _run(self) -> None:
         conn: Any = None
-        batch: list[tuple[Any, ...]] = []
+        # Rows (a list) or, from a queue that builds batches, one LedgerBatch; None: nothing.
+        batch: Any = None
         failures = 0
         dropped_reported = 0
         last_drop_log = 0.0
         while True:
             stopping = self._stop.is_set() or self._closed
-            if not batch:
+            if batch is None:
                 if not self._q.waiting:
                     if stopping:
                         break
@@ -181,6 +188,8 @@ class Ledger:
                 # batch was written) is spent: the rest waits for its own interval or a full batch.
                 self._wake.clear()
                 batch = self._take(stopping)
+                if batch is None:
+                    continue
             try:
                 if conn is None:
                     conn = self._connect()
@@ -210,15 +219,19 @@ class Ledger:
                 log.info("ledger store available again", store=self.db.display, queued=self.queue_depth)
             failures = 0
             self.written += written
-            self._q.done(len(batch))
-            batch = []
+            self._q.done(_count(batch))
+            batch = None
             now = time.monotonic()
             if self.dropped != dropped_reported and now - last_drop_log >= _DROP_LOG_EVERY_S:
+                refused, why = self._q.refused
                 log.warning(
-                    "ledger queue full; records dropped",
+                    "ledger records dropped",
                     dropped_since_last_report=self.dropped - dropped_reported,
                     dropped_total=self.dropped,
+                    queue_full=int(self._q.dropped),
                     queue_max=self._queue_max,
+                    unstorable=int(refused),
+                    **({"last_unstorable": why} if why else {}),
                 )
                 dropped_reported, last_drop_log = self.dropped, now
         _close_quietly(conn)
@@ -232,16 +245,7 @@ class Ledger:
         except BaseException:
             _close_quietly(conn)
             raise
-        if not self._native_wanted:
-            return conn
-        from .native_sqlite import shared_sqlite
-
-        if not shared_sqlite():
-            self._native_wanted, self.writer = False, "python"
-            log.info(
-                "ledger: the sqlite3 module runs on a SQLite of its own; rows go through its driver",
-                sqlite=sqlite3.sqlite_version,
-            )
+        if self.batch_queue is None:
             return conn
         conn.close()
         assert self.db.path is not None
@@ -279,8 +283,11 @@ class Ledger:
                 else:
                     conn.execute(f"DROP INDEX IF EXISTS usage_records_by_{name}")
 
-    def _take(self, stopping: bool) -> list[tuple[Any, ...]]:
-        return list(self._q.take(min(int(self._q.waiting), self._batch_max)))
+    def _take(self, stopping: bool) -> Any:
+        if self.batch_queue is not None:
+            return self._q.take_batch()
+        rows = list(self._q.take(min(int(self._q.waiting), self._batch_max)))
+        return rows or None
 
     def _write(self, conn: Any, batch: list[tuple[Any, ...]]) -> None:
         if isinstance(conn, _native.SqliteLedgerWriter):
@@ -308,8 +315,21 @@ class Ledger:
                         copy.write_row(_row(row))
                 cur.execute(_PG_MERGE)
 
-    def _write_batch(self, conn: Any, batch: list[tuple[Any, ...]]) -> int:
+    def _write_batch(self, conn: Any, batch: Any) -> int:
         """Write the batch; if the store refuses a row, write the others one by one and drop it."""
+        if isinstance(batch, _native.LedgerBatch):
+            # Built by the queue, whose records are all storable: a store that refuses the batch
+            # for anything but being down refuses every record of it.
+            try:
+                return int(conn.write_batch(batch))
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                self._refused += batch.n
+                log.error(
+                    "ledger store rejected a batch; dropped it", dropped=batch.n, error=str(exc).strip()[:300]
+                )
+                return 0
         try:
             self._write(conn, batch)
             return len(batch)
@@ -609,6 +629,30 @@ def _where(
         clauses.append(f"{col} = ?")
         params.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _count(batch: Any) -> int:
+    return int(batch.n) if isinstance(batch, _native.LedgerBatch) else len(batch)
+
+
+def _shared_sqlite() -> bool:
+    """Whether the extension may open SQLite files in this process (usage/native_sqlite.py);
+    says once when it may not."""
+    from .native_sqlite import shared_sqlite
+
+    if shared_sqlite():
+        return True
+    global _own_sqlite_logged
+    if not _own_sqlite_logged:
+        _own_sqlite_logged = True
+        log.info(
+            "ledger: the sqlite3 module runs on a SQLite of its own; rows go through its driver",
+            sqlite=sqlite3.sqlite_version,
+        )
+    return False
+
+
+_own_sqlite_logged = False
 
 
 def _close_quietly(conn: Any) -> Any:
