@@ -326,6 +326,7 @@ fn sqlite_exception(py: Python<'_>, class: &str, msg: &str) -> PyErr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger_batch::{BatchBuilder, RollupSpec, Val};
 
     fn day(ts: f64) -> String {
         let mut s = String::new();

@@ -31,6 +31,8 @@ pub struct LedgerBatch {
     pub n: usize,
 }
 
+// One queue a process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Held {
     Rows(VecDeque<Py<PyAny>>),
     Batches {
