@@ -424,8 +424,7 @@ impl RequestSink {
         }
         let items: Vec<Item<'_>> = values.iter().map(|v| read_item(v)).collect();
         if let Some(q) = queue {
-            let vals: Vec<Val<'_>> = items.iter().map(Item::val).collect();
-            q.get().push_values(py, &vals);
+            q.get().push_values(py, items.iter().map(Item::val));
         }
         if metrics {
             let f = &self.fields;

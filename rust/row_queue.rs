@@ -77,12 +77,12 @@ impl RowQueue {
 
     /// One record from values already read (the sink's), in field order. Never fails: a record
     /// the batch cannot hold is counted as refused, one past the bound as dropped.
-    pub fn push_values(&self, py: Python<'_>, values: &[Val<'_>]) {
+    pub fn push_values<'v>(&self, py: Python<'_>, values: impl IntoIterator<Item = Val<'v>>) {
         let full = match self.lock() {
             Some(mut s) => self.admit(&mut s, |b| {
                 b.begin();
-                for (i, v) in values.iter().enumerate() {
-                    b.value(i, *v)?;
+                for (i, v) in values.into_iter().enumerate() {
+                    b.value(i, v)?;
                 }
                 b.end();
                 Ok(())
