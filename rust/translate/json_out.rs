@@ -38,13 +38,17 @@ fn any_to_escape(w: u64) -> bool {
 /// eight bytes (overlapping the words before), or for a string of fewer than eight its bytes
 /// padded with spaces.
 fn nothing_to_escape(bytes: &[u8]) -> bool {
+    // Fixed-size loads (no call to copy a chunk): eight bytes at a time, the last eight
+    // overlapping the words before them.
     let word = |chunk: &[u8]| {
-        let mut w = [b' '; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        !any_to_escape(u64::from_le_bytes(w))
+        <[u8; 8]>::try_from(chunk).is_ok_and(|w| !any_to_escape(u64::from_le_bytes(w)))
     };
     if bytes.len() < 8 {
-        return word(bytes);
+        let mut w = [b' '; 8];
+        for (slot, &b) in w.iter_mut().zip(bytes) {
+            *slot = b;
+        }
+        return !any_to_escape(u64::from_le_bytes(w));
     }
     bytes.chunks_exact(8).all(word) && word(&bytes[bytes.len() - 8..])
 }
