@@ -238,10 +238,6 @@ impl BatchBuilder {
         }
     }
 
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
     /// Records in the batch so far.
     pub fn len(&self) -> usize {
         self.batch.n
