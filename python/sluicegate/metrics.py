@@ -353,7 +353,11 @@ class Metrics:
 
 _GAUGE_FAMILIES = (
     ("ledger_queue_depth", "gauge", "Usage records queued for the ledger writer."),
-    ("ledger_dropped", "counter", "Usage records dropped (queue full, a value the ledger does not store, or refused by the store)."),
+    (
+        "ledger_dropped",
+        "counter",
+        "Usage records dropped (queue full, a value not stored, or refused by the store).",
+    ),
     ("ledger_written", "counter", "Usage records written to the store."),
     ("ledger_write_errors", "counter", "Failed ledger writes (retried)."),
     ("ledger_store_up", "gauge", "1 when the ledger store accepts writes."),
