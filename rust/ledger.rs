@@ -21,8 +21,8 @@ use pyo3::types::PyTuple;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
-use crate::ledger_batch::{Batch, Refusal};
-use crate::ledger_shape::{read_val, Shape, ShapeArg};
+use crate::ledger_batch::{Batch, Refusal, Sums};
+use crate::ledger_shape::{Shape, ShapeArg};
 use crate::row_queue::LedgerBatch;
 
 /// The UTC day of a unix time as "YYYY-MM-DD", the ledger's `day` column (what
@@ -105,17 +105,7 @@ impl Writer {
         }
         let mut upsert = self.conn.prepare_cached(&self.rollup_sql)?;
         for (dims, sums) in &b.rollups {
-            let mut values: Vec<SqlValue> =
-                dims.iter().map(|d| SqlValue::Text(d.clone())).collect();
-            values.push(SqlValue::Integer(sums.requests));
-            values.push(SqlValue::Integer(sums.errors));
-            values.extend(sums.ints.iter().map(|v| SqlValue::Integer(*v)));
-            values.extend(sums.reals.iter().map(|v| SqlValue::Real(*v)));
-            for (sum, count) in &sums.opts {
-                values.push(SqlValue::Real(*sum));
-                values.push(SqlValue::Integer(*count));
-            }
-            upsert.execute(params_from_iter(values))?;
+            upsert.execute(params_from_iter(rollup_params(dims, sums)))?;
         }
         Ok(true)
     }
@@ -144,23 +134,29 @@ fn refusal_err(py: Python<'_>, why: Refusal) -> PyErr {
 }
 
 /// The records read in one pass, with the GIL held.
-fn build(py: Python<'_>, shape: &Shape, records: &[Bound<'_, PyTuple>]) -> PyResult<Batch> {
+fn build(py: Python<'_>, shape: &Shape, records: &[Bound<'_, PyAny>]) -> PyResult<Batch> {
     let mut b = shape.builder();
     for rec in records {
-        if rec.len() != shape.width {
-            let msg = format!("a record of {} values, not {}", rec.len(), shape.width);
-            return Err(sqlite_exception(py, "ProgrammingError", &msg));
-        }
-        b.begin();
-        for i in 0..shape.width {
-            // Borrowed: no reference count taken and dropped per value.
-            let value = rec.get_borrowed_item(i)?;
-            let v = read_val(&value, i).map_err(|why| refusal_err(py, why))?;
-            b.value(i, v).map_err(|why| refusal_err(py, why))?;
-        }
-        b.end();
+        shape
+            .push_row(&mut b, rec)
+            .map_err(|why| refusal_err(py, why))?;
     }
     Ok(b.finish())
+}
+
+/// A rollup row's upsert parameters: the day and the dimensions, then the sums in `Sums` order
+/// (what usage/batches.py's ROLLUP_SQL binds).
+fn rollup_params(dims: &[String], sums: &Sums) -> Vec<SqlValue> {
+    let mut values: Vec<SqlValue> = dims.iter().map(|d| SqlValue::Text(d.clone())).collect();
+    values.push(SqlValue::Integer(sums.requests));
+    values.push(SqlValue::Integer(sums.errors));
+    values.extend(sums.ints.iter().map(|v| SqlValue::Integer(*v)));
+    values.extend(sums.reals.iter().map(|v| SqlValue::Real(*v)));
+    for (sum, count) in &sums.opts {
+        values.push(SqlValue::Real(*sum));
+        values.push(SqlValue::Integer(*count));
+    }
+    values
 }
 
 #[pymethods]
@@ -188,7 +184,7 @@ impl SqliteLedgerWriter {
     /// Store the records as one batch in one transaction; the records' count. Raises the
     /// sqlite3 module's own exception classes, so callers tell a busy store from a bad record
     /// as they do for its driver.
-    fn write(&self, py: Python<'_>, records: Vec<Bound<'_, PyTuple>>) -> PyResult<usize> {
+    fn write(&self, py: Python<'_>, records: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
         let batch = build(py, &self.shape, &records)?;
         self.store(py, &batch)
     }
@@ -243,7 +239,7 @@ impl SqliteLedgerWriter {
 #[allow(clippy::type_complexity)]
 pub fn ledger_batch<'py>(
     py: Python<'py>,
-    records: Vec<Bound<'py, PyTuple>>,
+    records: Vec<Bound<'py, PyAny>>,
     shape: ShapeArg,
 ) -> PyResult<(
     f64,
@@ -259,20 +255,13 @@ pub fn ledger_batch<'py>(
     let mut rollups = Vec::with_capacity(b.rollups.len());
     for (dims, sums) in &b.rollups {
         let mut values: Vec<Bound<'py, PyAny>> = Vec::new();
-        for d in dims {
-            values.push(d.into_pyobject(py)?.into_any());
-        }
-        values.push(sums.requests.into_pyobject(py)?.into_any());
-        values.push(sums.errors.into_pyobject(py)?.into_any());
-        for v in &sums.ints {
-            values.push(v.into_pyobject(py)?.into_any());
-        }
-        for v in &sums.reals {
-            values.push(v.into_pyobject(py)?.into_any());
-        }
-        for (sum, count) in &sums.opts {
-            values.push(sum.into_pyobject(py)?.into_any());
-            values.push(count.into_pyobject(py)?.into_any());
+        for v in rollup_params(dims, sums) {
+            values.push(match v {
+                SqlValue::Integer(n) => n.into_pyobject(py)?.into_any(),
+                SqlValue::Real(x) => x.into_pyobject(py)?.into_any(),
+                SqlValue::Text(t) => t.into_pyobject(py)?.into_any(),
+                SqlValue::Null | SqlValue::Blob(_) => py.None().into_bound(py),
+            });
         }
         rollups.push(PyTuple::new(py, values)?);
     }

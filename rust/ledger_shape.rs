@@ -3,6 +3,7 @@
 //! Shared by the native queue (row_queue.rs) and the SQLite writer (ledger.rs).
 
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::ledger_batch::{BatchBuilder, Refusal, RollupSpec, Val};
 use crate::py_value::{kind_of, PyValue};
@@ -40,6 +41,31 @@ impl Shape {
 
     pub fn builder(&self) -> BatchBuilder {
         self.empty.clone()
+    }
+
+    /// One record from a row (a tuple of its fields), into `b`; on a refusal `b` is as before.
+    /// What the queue's `push` and the writer's `write` both read rows with.
+    pub fn push_row(&self, b: &mut BatchBuilder, row: &Bound<'_, PyAny>) -> Result<(), Refusal> {
+        let row = match row.cast::<PyTuple>() {
+            Ok(t) if t.len() == self.width => t,
+            _ => {
+                let msg = format!("a record is a tuple of {} values", self.width);
+                return Err(Refusal::Bad(msg));
+            }
+        };
+        b.begin();
+        let read = (0..self.width).try_for_each(|i| {
+            // Borrowed: no reference count taken and dropped per value.
+            let item = row
+                .get_borrowed_item(i)
+                .map_err(|e| Refusal::Bad(e.to_string()))?;
+            b.value(i, read_val(&item, i)?)
+        });
+        match read {
+            Ok(()) => b.end(),
+            Err(_) => b.cancel(),
+        }
+        read
     }
 }
 

@@ -18,10 +18,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 
 use crate::ledger_batch::{Batch, BatchBuilder, Refusal, Val};
-use crate::ledger_shape::{read_val, Shape, ShapeArg};
+use crate::ledger_shape::{Shape, ShapeArg};
 
 /// A sealed batch for the writer: `n` records. Taken once (`write_batch` empties it).
 #[pyclass(module = "sluicegate._native", frozen)]
@@ -69,17 +68,11 @@ impl RowQueue {
         self.state.lock().ok()
     }
 
-    /// Whether the queue builds batches (the sink then hands it the values it read).
-    pub fn builds_batches(&self) -> bool {
-        self.lock()
-            .is_some_and(|s| matches!(s.held, Held::Batches { .. }))
-    }
-
     /// One record from values already read (the sink's), in field order. Never fails: a record
     /// the batch cannot hold is counted as refused, one past the bound as dropped.
     pub fn push_values<'v>(&self, py: Python<'_>, values: impl IntoIterator<Item = Val<'v>>) {
         let full = match self.lock() {
-            Some(mut s) => self.admit(&mut s, |b| {
+            Some(mut s) => self.admit(&mut s, |_, b| {
                 b.begin();
                 for (i, v) in values.into_iter().enumerate() {
                     b.value(i, v)?;
@@ -97,7 +90,7 @@ impl RowQueue {
     fn admit(
         &self,
         s: &mut State,
-        record: impl FnOnce(&mut BatchBuilder) -> Result<(), Refusal>,
+        record: impl FnOnce(&Shape, &mut BatchBuilder) -> Result<(), Refusal>,
     ) -> bool {
         // (A queue of rows is never handed values: counted, not lost without a trace.)
         if s.closed || s.waiting + s.inflight >= self.queue_max || matches!(s.held, Held::Rows(_)) {
@@ -118,7 +111,7 @@ impl RowQueue {
             Some(b) => b,
             None => open.insert(shape.builder()),
         };
-        if let Err(why) = record(builder) {
+        if let Err(why) = record(shape, builder) {
             // However far the record got (a value its reader refused comes before `value`).
             builder.cancel();
             *refused += 1;
@@ -202,25 +195,7 @@ impl RowQueue {
                         *waiting == self.batch_max
                     }
                 } else {
-                    let width = match &s.held {
-                        Held::Batches { shape, .. } => shape.width,
-                        Held::Rows(_) => 0,
-                    };
-                    self.admit(&mut s, |b| match row.cast::<PyTuple>() {
-                        Ok(t) if t.len() == width => {
-                            b.begin();
-                            for i in 0..width {
-                                let item = t.get_borrowed_item(i).map_err(|e| e.to_string())?;
-                                let v = read_val(&item, i)?;
-                                b.value(i, v)?;
-                            }
-                            b.end();
-                            Ok(())
-                        }
-                        _ => Err(Refusal::Bad(format!(
-                            "a record is a tuple of {width} values"
-                        ))),
-                    })
+                    self.admit(&mut s, |shape, b| shape.push_row(b, &row))
                 }
             }
             None => false,

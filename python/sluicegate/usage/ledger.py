@@ -556,7 +556,7 @@ def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     span = _day_span
     if not span[0] <= ts < span[1]:
         start = ts - ts % 86400
-        span[:] = [start, start + 86400, time.strftime("%Y-%m-%d", time.gmtime(start))]
+        span[:] = [start, start + 86400, _day_name(start)]
     return (span[2], *row)
 
 
