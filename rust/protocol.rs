@@ -5,9 +5,10 @@
 //! that runs for every chunk the upstream sends. uvloop calls `data_received` here directly, so
 //! a relayed event costs no interpreter frame: the chunk goes to the `Exchange` and the bytes
 //! it returns go to the client's `sink` (Granian's `send_bytes`) from Rust. Anything that is
-//! not the steady state (the first bytes of a response, bytes before the relay began, a send
-//! that did not simply succeed, a parse error, the end of the body) calls back into Python by
-//! method name, so the rules for those stay in one place.
+//! not the steady state (bytes before the relay began, a send that did not simply succeed, a
+//! parse error, the end of the body) calls back into Python by method name, so the rules for
+//! those stay in one place. The first byte needs no call: the request's one timer reads
+//! `received` when it fires.
 use std::time::Instant;
 
 use pyo3::gc::PyVisit;
@@ -104,7 +105,7 @@ impl ProtocolCore {
 
     fn data_received(slf: &Bound<'_, Self>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
         let py = slf.py();
-        let (exchange, sink, first) = {
+        let (exchange, sink) = {
             let mut this = slf.borrow_mut();
             let Some(exchange) = this.exchange.as_ref().map(|e| e.clone_ref(py)) else {
                 drop(this);
@@ -113,13 +114,9 @@ impl ProtocolCore {
                 return Ok(());
             };
             this.last_rx = Some(Instant::now());
-            let first = !this.received;
             this.received = true;
-            (exchange, this.sink.as_ref().map(|s| s.clone_ref(py)), first)
+            (exchange, this.sink.as_ref().map(|s| s.clone_ref(py)))
         };
-        if first {
-            slf.call_method0(intern!(py, "_first_bytes"))?;
-        }
         let (chunk, done, has_head) = {
             let mut ex = exchange.bind(py).borrow_mut();
             match ex.feed_bytes(data) {

@@ -111,3 +111,27 @@ def test_total_s_cuts_a_long_stream(gateway_factory: Any) -> None:
         gw2: GatewayProcess = gateway_factory(config(up.base_url, group={"idle_s": 1}))
         events, took = timed_events(gw2)
         assert events[-1][1] == "message_stop" and took > 7.0
+
+
+def test_first_byte_limit_is_kept_apart_from_a_shorter_idle_limit(gateway_factory: Any) -> None:
+    """The connection arms one timer, never further ahead than idle_s; a first byte that comes
+    after idle_s but within first_byte_s is still waited for, and one that never comes is cut at
+    first_byte_s, not at idle_s."""
+    with FakeUpstream("late") as up:
+        frames = fa.sse_stream(fa.Text("late but fine", pieces=2))
+        up.script(lambda _r: [Sleep(1.4), Status(200, fa.SSE_HEADERS), *[Send(f) for f in frames]])
+        gw: GatewayProcess = gateway_factory(config(up.base_url, target={"first_byte_s": 3, "idle_s": 0.5}))
+        events, took = timed_events(gw)
+        assert [e[1] for e in events][-1] == "message_stop", events
+        assert 1.3 <= events[0][0] < 2.5, events[0][0]
+
+        up.script(lambda _r: [Sleep(30)])
+        gw2: GatewayProcess = gateway_factory(
+            config(up.base_url, target={"first_byte_s": 1.5, "idle_s": 0.5})
+        )
+        t0 = time.monotonic()
+        r = httpx.post(gw2.url + "/v1/messages", json=MSG, headers=HEADERS, timeout=30)
+        took = time.monotonic() - t0
+        assert r.status_code == 504, r.text
+        assert "no response within 1.5 s" in r.json()["error"]["message"]
+        assert 1.4 <= took < 2.5, took

@@ -6,7 +6,7 @@ bytes that are ready for the client (complete SSE events) or None. Once a stream
 with `relay(send)`, those bytes go to the client from inside the socket callback (Granian's
 `send_bytes` only queues them), with no interpreter frame and no coroutine wake-up. This class
 keeps everything else: the request's waits and timers, and the callbacks `ProtocolCore` makes
-for what is not the steady state (`_first_bytes`, `_buffer`, `_sent`, `_client_gone`,
+for what is not the steady state (`_buffer`, `_sent`, `_client_gone`,
 `_invalid_response`, `_stray_bytes`, `_wake`).
 """
 
@@ -49,6 +49,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         "_idle_s",
         "_loop",
         "_paused",
+        "_started",
         "_timer",
         "closed",
         "error",
@@ -72,6 +73,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         self.received = False
         self._timer: asyncio.TimerHandle | None = None
         self._first_byte_s = 0.0
+        self._started = 0.0
         self._idle_s = 0.0
         self._deadline_total: float | None = None
         self.uses = 0
@@ -87,11 +89,6 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
     def _stray_bytes(self) -> None:
         # Bytes on an idle keep-alive connection: the peer is confused; drop the connection.
         self._abort()
-
-    def _first_bytes(self) -> None:
-        # The response has begun: from now on the limit is the idle gap, not the first byte's
-        # (else a stream quiet after its head would last until first_byte_s).
-        self._arm(self._loop.time() + self._idle_s)
 
     def _invalid_response(self, exc: Exception) -> None:
         self.error = UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}")
@@ -142,9 +139,12 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         self.uses += 1
         now = self._loop.time()
         self._first_byte_s = first_byte_s
+        self._started = now
         self._idle_s = idle_s
         self._deadline_total = now + total_s if total_s else None
-        self._arm(now + first_byte_s)
+        # One timer for the request, never further ahead than the idle limit: the first byte
+        # needs no re-arming, and most answers end before it fires.
+        self._arm(now + min(first_byte_s, idle_s))
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
@@ -327,7 +327,13 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         if self._deadline_total is not None and now >= self._deadline_total:
             return self._time_out("total time limit reached")
         if not self.received:
-            return self._time_out(f"no response within {self._first_byte_s:g} s")
+            first_byte_by = self._started + self._first_byte_s
+            if now >= first_byte_by:
+                return self._time_out(f"no response within {self._first_byte_s:g} s")
+            # Still waiting for the first byte; never arm past the idle limit, which applies
+            # from the first byte on (a stream quiet after its head must not last until
+            # first_byte_s).
+            return self._arm(min(first_byte_by, now + self._idle_s))
         idle = self.rx_idle_s()
         if idle >= self._idle_s:
             return self._time_out(f"no data for {self._idle_s:g} s")
