@@ -107,15 +107,28 @@ pub(crate) fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// Appends a non-negative integer in decimal.
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    // Two digits a division, from a table of "00".."99": the ledger's and the access line's
+    // numbers are written on every request.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&buf[i..]);
 }
@@ -197,10 +210,35 @@ mod tests {
 
     #[test]
     fn writes_numbers() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+        // Every length and both parities of digit count, the edges of each power of ten, and a
+        // spread of values in between.
+        let mut cases = vec![
+            0u64,
+            7,
+            10,
+            99,
+            100,
+            101,
+            1234567890,
+            u64::MAX,
+            u64::MAX - 1,
+        ];
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            cases.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x >> (x % 64));
+        }
+        for n in cases {
             let mut out = Vec::new();
             push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
+            assert_eq!(out, n.to_string().into_bytes(), "{n}");
         }
     }
 }
