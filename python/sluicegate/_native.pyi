@@ -205,11 +205,10 @@ class ProtocolCore:
     sluicegate.upstream.connection.UpstreamConnection subclasses it. `data_received` feeds the
     exchange and sends what it returns to `sink` without an interpreter frame; everything else is
     a call back into the subclass by name: `_stray_bytes()` (bytes with no exchange),
-    `_invalid_response(exc)` (the exchange
-    raised ValueError), `_buffer(chunk)` (bytes for the client while no sink is set),
-    `_sent(result)` (what sink returned, unless its type was learnt as done),
-    `_client_gone(None)` (sink raised) and `_wake()` (the response is complete, or its head is
-    while no sink is set)."""
+    `_invalid_response(exc)` (the exchange raised ValueError), `_buffer(chunk)` (bytes for the
+    client while no sink is set), `_sent(result)` (what sink returned, unless its type was
+    learnt as done), `_client_gone(None)` (sink raised) and `_wake()` (the response is
+    complete, or its head is while no sink is set)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     exchange: Exchange | None

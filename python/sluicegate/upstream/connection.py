@@ -5,9 +5,9 @@ native (`ProtocolCore`): every received chunk goes straight to the exchange, whi
 bytes that are ready for the client (complete SSE events) or None. Once a stream is relayed
 with `relay(send)`, those bytes go to the client from inside the socket callback (Granian's
 `send_bytes` only queues them), with no interpreter frame and no coroutine wake-up. This class
-keeps everything else: the request's waits and timers, and the callbacks `ProtocolCore` makes
-for what is not the steady state (`_buffer`, `_sent`, `_client_gone`,
-`_invalid_response`, `_stray_bytes`, `_wake`).
+keeps everything else: the request's waits and its one timer, and the callbacks `ProtocolCore`
+makes for what is not the steady state (`_buffer`, `_sent`, `_client_gone`, `_invalid_response`,
+`_stray_bytes`, `_wake`).
 """
 
 from __future__ import annotations
