@@ -121,7 +121,7 @@ def test_first_byte_limit_is_kept_apart_from_a_shorter_idle_limit(gateway_factor
         frames = fa.sse_stream(fa.Text("late but fine", pieces=2))
         up.script(lambda _r: [Sleep(1.4), Status(200, fa.SSE_HEADERS), *[Send(f) for f in frames]])
         gw: GatewayProcess = gateway_factory(config(up.base_url, target={"first_byte_s": 3, "idle_s": 0.5}))
-        events, took = timed_events(gw)
+        events, _ = timed_events(gw)
         assert [e[1] for e in events][-1] == "message_stop", events
         assert 1.3 <= events[0][0] < 2.5, events[0][0]
 

@@ -45,11 +45,11 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
     __slots__ = (
         "_buffered",
         "_deadline_total",
+        "_first_byte_by",
         "_first_byte_s",
         "_idle_s",
         "_loop",
         "_paused",
-        "_started",
         "_timer",
         "closed",
         "error",
@@ -73,7 +73,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         self.received = False
         self._timer: asyncio.TimerHandle | None = None
         self._first_byte_s = 0.0
-        self._started = 0.0
+        self._first_byte_by = 0.0
         self._idle_s = 0.0
         self._deadline_total: float | None = None
         self.uses = 0
@@ -139,7 +139,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         self.uses += 1
         now = self._loop.time()
         self._first_byte_s = first_byte_s
-        self._started = now
+        self._first_byte_by = now + first_byte_s
         self._idle_s = idle_s
         self._deadline_total = now + total_s if total_s else None
         # One timer for the request, never further ahead than the idle limit: the first byte
@@ -327,7 +327,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         if self._deadline_total is not None and now >= self._deadline_total:
             return self._time_out("total time limit reached")
         if not self.received:
-            first_byte_by = self._started + self._first_byte_s
+            first_byte_by = self._first_byte_by
             if now >= first_byte_by:
                 return self._time_out(f"no response within {self._first_byte_s:g} s")
             # Still waiting for the first byte; never arm past the idle limit, which applies
