@@ -238,6 +238,11 @@ impl BatchBuilder {
         }
     }
 
+    /// Room for `bytes` more of the batch's text.
+    pub fn reserve_text(&mut self, bytes: usize) {
+        self.batch.records.reserve(bytes);
+    }
+
     /// Records in the batch so far.
     pub fn len(&self) -> usize {
         self.batch.n

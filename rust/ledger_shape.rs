@@ -43,6 +43,13 @@ impl Shape {
         self.empty.clone()
     }
 
+    /// A new batch whose text has room for `bytes` before it grows.
+    pub fn builder_with_room(&self, bytes: usize) -> BatchBuilder {
+        let mut b = self.empty.clone();
+        b.reserve_text(bytes);
+        b
+    }
+
     /// One record from a row (a tuple of its fields), into `b`; on a refusal `b` is as before.
     /// What the queue's `push` and the writer's `write` both read rows with.
     pub fn push_row(&self, b: &mut BatchBuilder, row: &Bound<'_, PyAny>) -> Result<(), Refusal> {

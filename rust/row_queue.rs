@@ -38,6 +38,9 @@ enum Held {
         shape: Shape,
         open: Option<BatchBuilder>,
         sealed: VecDeque<Batch>,
+        // The text length of the last full batch: a new batch reserves that at once rather than
+        // growing to it by doubling (~10 copies of the text a batch, ~200 instructions a record).
+        full_len: usize,
         refused: u64,
         last_refusal: Option<String>,
     },
@@ -101,6 +104,7 @@ impl RowQueue {
             shape,
             open,
             sealed,
+            full_len,
             refused,
             last_refusal,
         } = &mut s.held
@@ -109,7 +113,7 @@ impl RowQueue {
         };
         let builder = match open {
             Some(b) => b,
-            None => open.insert(shape.builder()),
+            None => open.insert(shape.builder_with_room(*full_len + *full_len / 8)),
         };
         if let Err(why) = record(shape, builder) {
             // However far the record got (a value its reader refused comes before `value`).
@@ -126,7 +130,9 @@ impl RowQueue {
             return false;
         }
         if let Some(b) = open.take() {
-            sealed.push_back(b.finish());
+            let batch = b.finish();
+            *full_len = batch.records.len();
+            sealed.push_back(batch);
         }
         true
     }
@@ -155,6 +161,7 @@ impl RowQueue {
                 shape: Shape::new(arg).map_err(PyValueError::new_err)?,
                 open: None,
                 sealed: VecDeque::new(),
+                full_len: 0,
                 refused: 0,
                 last_refusal: None,
             },
