@@ -109,3 +109,28 @@ def test_invalid_limits_are_refused(tmp_path: Path) -> None:
         ks.create(rpm=0)
     entry, _ = ks.create(budget_usd=2.0)
     assert entry.budget_period == "month"
+
+
+def test_a_verified_token_is_not_hashed_again_until_the_keys_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluicegate.keys import tokens
+
+    ks = KeyStore.from_url(f"sqlite:///{tmp_path}/keys.db")
+    ks.start(refresh_s=60)
+    try:
+        entry, token = ks.create(user="dana")
+        wrong = token[:-1] + ("a" if token[-1] != "a" else "b")
+        hashed: list[str] = []
+        real = tokens.hash_token
+        monkeypatch.setattr(tokens, "hash_token", lambda t: hashed.append(t) or real(t))
+        assert [ks.lookup(token) for _ in range(3)] == [ks.lookup(token)] * 3
+        assert ks.lookup(token) is not None and len(hashed) == 1
+        # A wrong secret is hashed (and refused) every time: only verified tokens are kept.
+        assert ks.lookup(wrong) is None and ks.lookup(wrong) is None
+        assert len(hashed) == 3
+        # Revoking reloads the keys: the kept token no longer counts, at once.
+        assert ks.revoke(entry.key_id) is True
+        assert ks.lookup(token) is None
+    finally:
+        ks.close()
