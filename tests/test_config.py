@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sluicegate.compile import compile_file, dump_snapshot, load_snapshot, wildcard_overlap
@@ -225,3 +226,32 @@ def test_openai_base_url_follows_the_openai_convention(
         return
     (err,) = errors_of(tmp_path, text)
     assert err.startswith("providers.local.base_url: ") and error in err
+
+
+def test_a_config_key_token_is_hashed_once_a_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from sluicegate import snapshot as snapshot_module
+
+    compiled = compile_file(write(tmp_path, GOOD))
+    env = {"TEST_ANTHROPIC_KEY": "sk-x", "TEST_ALICE_TOKEN": "tok"}
+    snap = Snapshot(compiled, environ=env)
+    hashed: list[bytes] = []
+
+    class CountingHashlib:
+        @staticmethod
+        def sha256(data: bytes) -> Any:
+            hashed.append(data)
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(snapshot_module, "hashlib", CountingHashlib)
+    alice = snap.key_for_token("tok")
+    assert alice is not None and [snap.key_for_token("tok") for _ in range(3)] == [alice] * 3
+    assert hashed == [b"tok"]
+    # A wrong token is hashed (and refused) every time: only tokens that matched are kept.
+    assert snap.key_for_token("tak") is None and snap.key_for_token("tak") is None
+    assert hashed == [b"tok", b"tak", b"tak"]
+    # A new snapshot (a reload) remembers nothing: the token is checked against its keys again.
+    assert Snapshot(compiled, environ={**env, "TEST_ALICE_TOKEN": "other"}).key_for_token("tok") is None

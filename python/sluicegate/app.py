@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import os
 import signal
 import time
@@ -205,7 +204,7 @@ class Gateway:
                 401, "missing API key: send it in the x-api-key header or as Authorization: Bearer"
             )
         for token in tokens:
-            key = snap.keys_by_hash.get(hashlib.sha256(token.encode()).hexdigest())
+            key = snap.key_for_token(token)
             if key is not None:
                 return key
             if self.services is not None and (key := self.services.lookup_key(token)) is not None:
