@@ -17,10 +17,17 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
     let text = buffer.format_finite(v);
     let plain = (1e-5..1e16).contains(&v.abs());
     let bytes = text.as_bytes();
-    if plain && !bytes.iter().any(|&b| b == b'e' || b == b'E') {
+    // One pass for both questions (an exponent, a point): each float of a ledger record and
+    // an access line asks them.
+    let (mut exponent, mut point) = (false, false);
+    for &b in bytes {
+        exponent |= b | 0x20 == b'e';
+        point |= b == b'.';
+    }
+    if plain && !exponent {
         // Already orjson's notation but perhaps for a missing ".0".
         out.extend_from_slice(bytes);
-        if !bytes.contains(&b'.') {
+        if !point {
             out.extend_from_slice(b".0");
         }
         return;
