@@ -247,11 +247,13 @@ def test_a_config_key_token_is_hashed_once_a_snapshot(
             return hashlib.sha256(data)
 
     monkeypatch.setattr(snapshot_module, "hashlib", CountingHashlib)
-    alice = snap.key_for_token("tok")
-    assert alice is not None and [snap.key_for_token("tok") for _ in range(3)] == [alice] * 3
+    alice, _ = snap.key_for_token("tok")
+    assert alice is not None and [snap.key_for_token("tok") for _ in range(3)] == [(alice, None)] * 3
     assert hashed == [b"tok"]
-    # A wrong token is hashed (and refused) every time: only tokens that matched are kept.
-    assert snap.key_for_token("tak") is None and snap.key_for_token("tak") is None
+    # A token that is no config key is hashed every time (only tokens that matched are kept),
+    # and its digest comes back for the key store to check.
+    assert snap.key_for_token("tak") == (None, hashlib.sha256(b"tak").hexdigest())
+    assert snap.key_for_token("tak")[0] is None
     assert hashed == [b"tok", b"tak", b"tak"]
     # A new snapshot (a reload) remembers nothing: the token is checked against its keys again.
-    assert Snapshot(compiled, environ={**env, "TEST_ALICE_TOKEN": "other"}).key_for_token("tok") is None
+    assert Snapshot(compiled, environ={**env, "TEST_ALICE_TOKEN": "other"}).key_for_token("tok")[0] is None

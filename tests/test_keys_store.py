@@ -111,7 +111,7 @@ def test_invalid_limits_are_refused(tmp_path: Path) -> None:
     assert entry.budget_period == "month"
 
 
-def test_a_verified_token_is_not_hashed_again_until_the_keys_reload(
+def test_a_token_hashed_by_the_caller_is_not_hashed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sluicegate.keys import tokens
@@ -120,17 +120,16 @@ def test_a_verified_token_is_not_hashed_again_until_the_keys_reload(
     ks.start(refresh_s=60)
     try:
         entry, token = ks.create(user="dana")
-        wrong = token[:-1] + ("a" if token[-1] != "a" else "b")
+        digest = tokens.hash_token(token)
         hashed: list[str] = []
         real = tokens.hash_token
         monkeypatch.setattr(tokens, "hash_token", lambda t: hashed.append(t) or real(t))
-        assert [ks.lookup(token) for _ in range(3)] == [ks.lookup(token)] * 3
-        assert ks.lookup(token) is not None and len(hashed) == 1
-        # A wrong secret is hashed (and refused) every time: only verified tokens are kept.
-        assert ks.lookup(wrong) is None and ks.lookup(wrong) is None
-        assert len(hashed) == 3
-        # Revoking reloads the keys: the kept token no longer counts, at once.
+        found = ks.lookup(token, digest)
+        assert found is not None and found.key_id == entry.key_id and hashed == []
+        assert ks.lookup(token) == found and hashed == [token]  # no digest given: hashed here
+        # The digest is checked as the store's own would be: a wrong one is refused.
+        assert ks.lookup(token, real(token + "x")) is None
         assert ks.revoke(entry.key_id) is True
-        assert ks.lookup(token) is None
+        assert ks.lookup(token, digest) is None
     finally:
         ks.close()

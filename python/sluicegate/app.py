@@ -204,10 +204,10 @@ class Gateway:
                 401, "missing API key: send it in the x-api-key header or as Authorization: Bearer"
             )
         for token in tokens:
-            key = snap.key_for_token(token)
+            key, digest = snap.key_for_token(token)
             if key is not None:
                 return key
-            if self.services is not None and (key := self.services.lookup_key(token)) is not None:
+            if self.services is not None and (key := self.services.lookup_key(token, digest)) is not None:
                 return key
         raise GatewayError(401, "invalid API key")
 

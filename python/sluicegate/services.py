@@ -200,8 +200,8 @@ class Services:
             self.metrics.start_publishing()
 
     # -- keys --------------------------------------------------------------------------------------
-    def lookup_key(self, token: str) -> KeyInfo | None:
-        entry = self.keystore.lookup(token)
+    def lookup_key(self, token: str, token_sha256: str | None = None) -> KeyInfo | None:
+        entry = self.keystore.lookup(token, token_sha256)
         if entry is None:
             return None
         cached = self._key_cache.get(entry.key_id)

@@ -103,6 +103,10 @@ class KeyInfo:
         return self.allowed is None or group in self.allowed
 
 
+# Config keys' tokens that matched, remembered by a snapshot (a few hundred bytes each).
+_VERIFIED_MAX = 10_000
+
+
 class Snapshot:
     """Immutable after construction (by convention: nothing mutates it once built)."""
 
@@ -162,21 +166,24 @@ class Snapshot:
             )
         self._models_body: dict[frozenset[str] | None, list[dict[str, Any]]] = {}
 
-    def key_for_token(self, token: str) -> KeyInfo | None:
-        """The config key whose token this is. A token that matched is remembered for this
-        snapshot's life (a reload builds a new snapshot, and so forgets them), so a client's later
+    def key_for_token(self, token: str) -> tuple[KeyInfo | None, str | None]:
+        """The config key whose token this is, else None and the token's hex sha256 (for the key
+        store to check, without hashing it again). A token that matched is remembered for this
+        snapshot's life (a reload builds a new snapshot, and so forgets them): a client's later
         requests cost a dict get instead of a sha256 and its hex digest (~4,000 instructions).
-        Only tokens that matched are kept, at most 10,000; they stay in this process's memory,
-        as each request's headers do."""
+        Only tokens that matched are kept, at most _VERIFIED_MAX; they stay in this process's
+        memory, as each request's headers do."""
         key = self._verified.get(token)
         if key is not None:
-            return key
-        key = self.keys_by_hash.get(hashlib.sha256(token.encode()).hexdigest())
-        if key is not None:
-            if len(self._verified) >= 10_000:
-                self._verified.clear()
-            self._verified[token] = key
-        return key
+            return key, None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        key = self.keys_by_hash.get(digest)
+        if key is None:
+            return None, digest
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = key
+        return key, None
 
     @staticmethod
     def _target(t: dict[str, Any], p: dict[str, Any]) -> Target:

@@ -1,8 +1,8 @@
 """The key store: keys in SQLite or PostgreSQL, served from an in-memory dict refreshed in the background.
 
-`lookup()` is the request path: the key id is cut out of the token, one dict get, one sha256 and
-a constant-time compare, no I/O; a token that verified since the keys were last loaded is one
-dict get. A background thread polls a version row every `refresh_s`
+`lookup()` is the request path: the key id is cut out of the token, one dict get, one sha256
+(or the caller's, when it already hashed the token) and a constant-time compare; no I/O. A
+background thread polls a version row every `refresh_s`
 and reloads the active keys when it changed, so a revocation or rotation made by any replica or
 the CLI takes effect everywhere within `refresh_s` (plus the query time). When the store is
 unreachable the last loaded keys stay in force.
@@ -53,16 +53,10 @@ class KeyEntry:
         return {f: getattr(self, f) for f in self.__slots__}
 
 
-# Verified tokens lookup remembers (a few hundred bytes each) before it starts again.
-_VERIFIED_MAX = 10_000
-
-
 class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        # Replaced whole by each reload, never changed in place (lookup's cache relies on it).
         self._by_id: dict[str, tuple[str, KeyEntry]] = {}
-        self._verified: dict[str, tuple[dict[str, tuple[str, KeyEntry]], KeyEntry]] = {}
         self._version: int | None = None
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -77,28 +71,19 @@ class KeyStore:
         return cls(Database.from_url(url))
 
     # -- request path ------------------------------------------------------------------------------
-    def lookup(self, token: str) -> KeyEntry | None:
-        by_id = self._by_id
-        seen = self._verified.get(token)
-        if seen is not None and seen[0] is by_id:
-            return seen[1]
+    def lookup(self, token: str, token_sha256: str | None = None) -> KeyEntry | None:
+        """The active key of `token`, or None. `token_sha256`: its hex sha256 when the caller
+        already has it (the gateway hashed it to look for a config key), so it is not hashed
+        twice."""
         key_id = tokens.key_id_of(token)
         if key_id is None:
             return None
-        item = by_id.get(key_id)
+        item = self._by_id.get(key_id)
         if item is None:
             return None
-        if not hmac.compare_digest(tokens.hash_token(token), item[0]):
+        digest = token_sha256 if token_sha256 is not None else tokens.hash_token(token)
+        if not hmac.compare_digest(digest, item[0]):
             return None
-        # A token that verified is not hashed again (sha256 and its hex digest were ~4,000
-        # instructions of every request) until the keys are reloaded: an entry counts only
-        # while `_by_id` is the dict it was verified against, and a reload (a revocation or a
-        # rotation included) swaps that dict. Only tokens that verified are kept, so made-up
-        # ones cannot fill it; it starts again past _VERIFIED_MAX. The tokens stay in this
-        # process's memory, as each request's headers do; nothing writes them out.
-        if len(self._verified) >= _VERIFIED_MAX:
-            self._verified.clear()
-        self._verified[token] = (by_id, item[1])
         return item[1]
 
     def __len__(self) -> int:
