@@ -35,4 +35,5 @@ services:
 	bash scripts/services.sh
 
 bench: install
+	bash scripts/bench-deps.sh
 	$(PYTHON) loadtests/bench.py

@@ -22,8 +22,14 @@ use pyo3::Borrowed;
 use crate::json_float::{push_f64, push_scaled};
 use crate::ledger_batch::Val;
 use crate::py_value::{kind_of, PyValue};
+use crate::record_text::{push_val, RecordText};
 use crate::row_queue::RowQueue;
 use crate::translate::json_out::{push_str, push_u64};
+
+thread_local! {
+    /// The last request's record text, kept for its capacity: the next writes into it.
+    static RECORD_TEXT: std::cell::Cell<RecordText> = std::cell::Cell::default();
+}
 
 /// One value of the row as read.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,18 +175,46 @@ impl LineSpec {
         LineSpec { entries }
     }
 
-    /// `{...}` and a newline; `tail` is raw JSON (`,"key":value...`) put before the brace.
-    pub fn write(&self, items: &[Item<'_>], attempts: i64, tail: &[u8], out: &mut Vec<u8>) {
+    /// Which of a row's `width` fields the line shows as they are written (`RecordText::write`'s
+    /// `wanted`); a rounded field is written here from its number.
+    pub fn shown_as_written(&self, width: usize) -> Vec<bool> {
+        let mut wanted = vec![false; width];
+        for (_, source) in &self.entries {
+            if let Some(Source::Field(i, scale)) = source {
+                if *scale <= 0.0 {
+                    if let Some(w) = wanted.get_mut(*i) {
+                        *w = true;
+                    }
+                }
+            }
+        }
+        wanted
+    }
+
+    /// `{...}` and a newline; `tail` is raw JSON (`,"key":value...`) put before the brace. A
+    /// field's value is copied from `record` (written from the same items, with at least the
+    /// fields `shown_as_written`), but for a rounded number.
+    pub fn write(
+        &self,
+        items: &[Item<'_>],
+        record: &RecordText,
+        attempts: i64,
+        tail: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         out.push(b'{');
         for (head, source) in &self.entries {
             head.write(out);
             match source {
                 None | Some(Source::Literal(_)) => {}
                 Some(Source::Attempts) => push_i64(out, attempts),
-                Some(Source::Field(i, scale)) => {
-                    let item = items.get(*i).unwrap_or(&Item::Null);
-                    push_item(out, item, *scale);
+                Some(Source::Field(i, scale)) if *scale > 0.0 => {
+                    push_rounded(out, items.get(*i).unwrap_or(&Item::Null), *scale);
                 }
+                Some(Source::Field(i, _)) => match record.value(*i) {
+                    b"" => out.extend_from_slice(b"null"),
+                    written => out.extend_from_slice(written),
+                },
             }
         }
         out.extend_from_slice(tail);
@@ -188,17 +222,14 @@ impl LineSpec {
     }
 }
 
-fn push_item(out: &mut Vec<u8>, item: &Item<'_>, scale: f64) {
+/// A number to 1/scale; anything else as the record writes it.
+fn push_rounded(out: &mut Vec<u8>, item: &Item<'_>, scale: f64) {
     match item {
-        Item::Null | Item::Other => out.extend_from_slice(b"null"),
-        Item::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Item::Text(s) => push_str(out, s),
-        Item::Int(_) | Item::Real(_) if scale > 0.0 => match decimals_of(scale) {
+        Item::Int(_) | Item::Real(_) => match decimals_of(scale) {
             Some(d) => push_scaled(out, (item.real() * scale + 0.5).trunc(), d),
             None => push_f64(out, round_to(item.real(), scale)),
         },
-        Item::Int(v) => push_i64(out, *v),
-        Item::Real(v) => push_f64(out, *v),
+        other => push_val(out, other.val()),
     }
 }
 
@@ -380,6 +411,8 @@ type Drained = (
 pub struct RequestSink {
     width: usize,
     line: LineSpec,
+    /// The fields the line copies as the record writes them (LineSpec::shown_as_written).
+    shown_as_written: Vec<bool>,
     fields: MetricFields,
     ttfb_bounds: Vec<f64>,
     duration_bounds: Vec<f64>,
@@ -433,9 +466,11 @@ impl RequestSink {
             cost: index("cost_usd")?,
             error_type: index("error_type")?,
         };
+        let line = LineSpec::new(entries);
         Ok(RequestSink {
             width: fields.len(),
-            line: LineSpec::new(entries),
+            shown_as_written: line.shown_as_written(fields.len()),
+            line,
             fields: metric_fields,
             ttfb_bounds,
             duration_bounds,
@@ -480,9 +515,77 @@ impl RequestSink {
             values.push(row.get_borrowed_item(i)?);
         }
         let items: Vec<Item<'_>> = values.iter().map(|v| read_item(v)).collect();
-        if let Some(q) = queue {
-            q.get().push_values(py, items.iter().map(Item::val));
+        let vals: Vec<Val<'_>> = items.iter().map(Item::val).collect();
+        // Taken, not borrowed: a call back into Python (the queue's wake) that came back here
+        // on this thread would find it empty, not in use.
+        let mut record = RECORD_TEXT.take();
+        if queue.is_some() {
+            record.write(&vals, None);
+        } else if access {
+            record.write(&vals, Some(&self.shown_as_written));
         }
+        if let Some(q) = queue {
+            q.get().push_record(py, &vals, &record.text);
+        }
+        let kept = self.count_and_keep(
+            &items, &record, ttfb_s, duration_s, attempts, tail, metrics, access,
+        );
+        RECORD_TEXT.set(record);
+        kept
+    }
+
+    /// The access lines kept since the last take (whole lines), or None.
+    fn take_access<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        // Copied out and cleared, not taken: the buffer keeps its capacity for the next lines.
+        let mut lines = self.lines.lock().ok()?;
+        let taken = (!lines.is_empty()).then(|| PyBytes::new(py, &lines));
+        lines.clear();
+        taken
+    }
+    /// The counters gathered since the last drain, and zero them: per (group, target), the
+    /// counts by status, by error type, the ttfb and duration histograms, tokens, cost.
+    fn drain(&self) -> PyResult<Vec<Drained>> {
+        let taken = self
+            .counters
+            .lock()
+            .map_err(|_| PyValueError::new_err("metrics counters poisoned"))?
+            .take();
+        Ok(taken
+            .into_iter()
+            .map(|(g, t, s)| {
+                (
+                    g,
+                    t,
+                    s.statuses
+                        .into_iter()
+                        .map(|(st, n)| (st.to_string(), n))
+                        .collect(),
+                    s.errors,
+                    s.ttfb,
+                    s.duration,
+                    s.tokens.map(|t| t.to_vec()),
+                    s.cost,
+                )
+            })
+            .collect())
+    }
+}
+
+impl RequestSink {
+    /// The request's metrics (when `metrics`) and its access line (when `access`); what `done`
+    /// returns.
+    #[allow(clippy::too_many_arguments)]
+    fn count_and_keep(
+        &self,
+        items: &[Item<'_>],
+        record: &RecordText,
+        ttfb_s: Option<f64>,
+        duration_s: f64,
+        attempts: i64,
+        tail: Option<&[u8]>,
+        metrics: bool,
+        access: bool,
+    ) -> PyResult<u8> {
         if metrics {
             let f = &self.fields;
             let at = |i: usize| items.get(i).unwrap_or(&Item::Null);
@@ -514,8 +617,13 @@ impl RequestSink {
             .lock()
             .map_err(|_| PyValueError::new_err("access lines poisoned"))?;
         let first = lines.is_empty();
-        self.line
-            .write(&items, attempts, tail.unwrap_or_default(), &mut lines);
+        self.line.write(
+            items,
+            record,
+            attempts,
+            tail.unwrap_or_default(),
+            &mut lines,
+        );
         Ok(if lines.len() >= self.access_buffer_max {
             LINES_FULL
         } else if first {
@@ -523,43 +631,6 @@ impl RequestSink {
         } else {
             LINES_UNCHANGED
         })
-    }
-
-    /// The access lines kept since the last take (whole lines), or None.
-    fn take_access<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        // Copied out and cleared, not taken: the buffer keeps its capacity for the next lines.
-        let mut lines = self.lines.lock().ok()?;
-        let taken = (!lines.is_empty()).then(|| PyBytes::new(py, &lines));
-        lines.clear();
-        taken
-    }
-
-    /// The counters gathered since the last drain, and zero them: per (group, target), the
-    /// counts by status, by error type, the ttfb and duration histograms, tokens, cost.
-    fn drain(&self) -> PyResult<Vec<Drained>> {
-        let taken = self
-            .counters
-            .lock()
-            .map_err(|_| PyValueError::new_err("metrics counters poisoned"))?
-            .take();
-        Ok(taken
-            .into_iter()
-            .map(|(g, t, s)| {
-                (
-                    g,
-                    t,
-                    s.statuses
-                        .into_iter()
-                        .map(|(st, n)| (st.to_string(), n))
-                        .collect(),
-                    s.errors,
-                    s.ttfb,
-                    s.duration,
-                    s.tokens.map(|t| t.to_vec()),
-                    s.cost,
-                )
-            })
-            .collect())
     }
 }
 
@@ -585,8 +656,11 @@ mod tests {
             Item::Null,
             Item::Bool(true),
         ];
+        let mut record = RecordText::default();
+        let vals: Vec<Val<'_>> = items.iter().map(Item::val).collect();
+        record.write(&vals, Some(&spec.shown_as_written(items.len())));
         let mut out = Vec::new();
-        spec.write(&items, 2, b",\"x\":[1]", &mut out);
+        spec.write(&items, &record, 2, b",\"x\":[1]", &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "{\"ts\":1796136862.177,\"event\":\"request\",\"id\":\"req\\\"1\",\"n\":42,\"gone\":null,\"ok\":true,\"attempts\":2,\"x\":[1]}\n"

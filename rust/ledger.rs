@@ -316,6 +316,7 @@ fn sqlite_exception(py: Python<'_>, class: &str, msg: &str) -> PyErr {
 mod tests {
     use super::*;
     use crate::ledger_batch::{BatchBuilder, RollupSpec, Val};
+    use crate::record_text::RecordText;
 
     fn day(ts: f64) -> String {
         let mut s = String::new();
@@ -365,8 +366,8 @@ mod tests {
             opt_sums: vec![6],
         };
         let mut b = BatchBuilder::new(7, 1, &[3], spec).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut text = RecordText::default();
         for (ts, id, key, status) in rows {
-            b.begin();
             let vals = [
                 Val::Real(*ts),
                 Val::Text(id),
@@ -376,10 +377,8 @@ mod tests {
                 Val::Real(0.5),
                 Val::Null,
             ];
-            for (i, v) in vals.iter().enumerate() {
-                assert_eq!(b.value(i, *v), Ok(()));
-            }
-            b.end();
+            text.write(&vals, None);
+            assert_eq!(b.record(&vals, &text.text), Ok(()));
         }
         b.finish()
     }

@@ -13,9 +13,7 @@ use std::hash::BuildHasherDefault;
 
 use crate::accounting::Fnv;
 
-use crate::json_float::push_f64;
 use crate::ledger::push_utc_day;
-use crate::translate::json_out::{push_str, push_u64};
 
 /// One field's value, as read from the row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,13 +250,35 @@ impl BatchBuilder {
         self.batch.n == 0
     }
 
-    pub fn begin(&mut self) {
+    /// One record: its values in field order and their text (record_text.rs, written from the
+    /// same values). A refusal leaves the batch as it was.
+    pub fn record(&mut self, vals: &[Val<'_>], text: &[u8]) -> Result<(), Refusal> {
+        if vals.len() != self.width {
+            let msg = format!("a record of {} values, not {}", vals.len(), self.width);
+            return Err(Refusal::Bad(msg));
+        }
+        self.begin();
+        self.batch.records.extend_from_slice(text);
+        for (i, &v) in vals.iter().enumerate() {
+            let role = self.roles.get(i).copied().unwrap_or_default();
+            let mut read = Self::check(i, role, v);
+            if read.is_ok() && !role.plain {
+                read = self.apply(i, role, v);
+            }
+            if read.is_err() {
+                self.cancel();
+                return read;
+            }
+        }
+        self.end();
+        Ok(())
+    }
+
+    fn begin(&mut self) {
         self.record_start = self.batch.records.len();
         if self.batch.n > 0 {
             self.batch.records.push(b',');
         }
-        // Room for a usual record at once (~300 bytes): its writes do not grow the text.
-        self.batch.records.reserve(512);
         self.batch.records.push(b'[');
         self.key.clear();
         // Zeroed in place: a record costs no allocation unless it starts a rollup row.
@@ -270,54 +290,31 @@ impl BatchBuilder {
     }
 
     /// Takes back the record begun (its text so far): the batch is as before `begin`.
-    pub fn cancel(&mut self) {
+    fn cancel(&mut self) {
         self.batch.records.truncate(self.record_start);
     }
 
-    /// Field `i`'s value. An error leaves the batch as it was before `begin`.
-    pub fn value(&mut self, i: usize, v: Val<'_>) -> Result<(), Refusal> {
-        let done = self.read(i, v);
-        if done.is_err() {
-            self.cancel();
-        }
-        done
-    }
-
-    fn read(&mut self, i: usize, v: Val<'_>) -> Result<(), Refusal> {
-        let Some(role) = self.roles.get(i).copied() else {
-            return Err(format!("field {i} of a record of {}", self.width).into());
-        };
+    /// What any field may not be: null (or a NaN or infinity) when required, or of a type the
+    /// ledger does not store.
+    fn check(i: usize, role: Role, v: Val<'_>) -> Result<(), Refusal> {
         let null = match v {
             Val::Null => true,
             Val::Real(x) => !x.is_finite(),
-            _ => false,
-        };
-        // The time has its own check below.
-        if role.required && null && i != 0 {
-            return Err(Refusal::Missing(format!("record field {i}")));
-        }
-        let out = &mut self.batch.records;
-        if i > 0 {
-            out.push(b',');
-        }
-        match v {
-            Val::Null => out.extend_from_slice(b"null"),
-            Val::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-            Val::Int(n) => {
-                if n < 0 {
-                    out.push(b'-');
-                }
-                push_u64(out, n.unsigned_abs());
-            }
-            Val::Real(x) => push_f64(out, x),
-            Val::Text(s) => push_str(out, s),
             Val::Other => {
                 return Err(format!("field {i}: a value of a type it does not store").into())
             }
+            _ => false,
+        };
+        // The time has its own check (`apply`).
+        if role.required && null && i != 0 {
+            return Err(Refusal::Missing(format!("record field {i}")));
         }
-        if role.plain {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    /// What a field that is more than written does: the time, the request id, a rollup's
+    /// dimension or sum, the status.
+    fn apply(&mut self, i: usize, role: Role, v: Val<'_>) -> Result<(), Refusal> {
         if i == 0 {
             let ts = v
                 .as_f64()
@@ -374,7 +371,7 @@ impl BatchBuilder {
     }
 
     /// The record is complete: it joins the batch and its rollup.
-    pub fn end(&mut self) {
+    fn end(&mut self) {
         let (b, ts) = (&mut self.batch, self.ts);
         if b.n == 0 {
             (b.first_ts, b.ts_min, b.ts_max) = (ts, ts, ts);
@@ -429,6 +426,7 @@ fn add(total: &mut Sums, one: &Sums) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_text::RecordText;
 
     fn spec() -> RollupSpec {
         // Records of (ts, id, key, status, tokens, cost, upstream cost).
@@ -442,12 +440,24 @@ mod tests {
     }
 
     fn record(b: &mut BatchBuilder, vals: &[Val<'_>]) -> Result<(), Refusal> {
-        b.begin();
-        for (i, v) in vals.iter().enumerate() {
-            b.value(i, *v)?;
-        }
-        b.end();
-        Ok(())
+        let mut text = RecordText::default();
+        text.write(vals, None);
+        b.record(vals, &text.text)
+    }
+
+    /// A good record of (ts, id, key, status, tokens, cost, upstream cost) with field `i` as `v`.
+    fn with(i: usize, v: Val<'static>) -> [Val<'static>; 7] {
+        let mut r = [
+            Val::Real(2.0),
+            Val::Text("r2"),
+            Val::Text("k"),
+            Val::Int(200),
+            Val::Int(1),
+            Val::Real(0.0),
+            Val::Null,
+        ];
+        r[i] = v;
+        r
     }
 
     #[test]
@@ -532,32 +542,23 @@ mod tests {
             Val::Null,
         ];
         assert_eq!(record(&mut b, &good), Ok(()));
-        let no_time = [Val::Text("x"), Val::Text("r2")];
-        assert!(record(&mut b, &no_time).is_err());
-        let no_id = [Val::Real(2.0), Val::Int(7)];
-        assert!(record(&mut b, &no_id).is_err());
-        let int_key = [Val::Real(2.0), Val::Text("r3"), Val::Int(3)];
-        assert!(record(&mut b, &int_key).is_err());
-        let no_status = [Val::Real(2.0), Val::Text("r4"), Val::Text("k"), Val::Null];
-        assert!(matches!(
-            record(&mut b, &no_status),
-            Err(Refusal::Missing(_))
-        ));
-        let nan_status = [
-            Val::Real(2.0),
-            Val::Text("r4"),
-            Val::Text("k"),
-            Val::Real(f64::NAN),
+        let bad = [
+            with(0, Val::Text("x")),    // no time
+            with(0, Val::Real(-1e300)), // a time before year 1
+            with(1, Val::Int(7)),       // no request id
+            with(2, Val::Int(3)),       // a dimension that is not a text
+            with(4, Val::Other),        // a type it does not store
+            with(6, Val::Other),        // the same in a field that is only summed
         ];
-        assert!(matches!(
-            record(&mut b, &nan_status),
-            Err(Refusal::Missing(_))
-        ));
-        // A record its caller gives up on between values (a value it could not read).
-        b.begin();
-        assert_eq!(b.value(0, Val::Real(3.0)), Ok(()));
-        assert_eq!(b.value(1, Val::Text("r5")), Ok(()));
-        b.cancel();
+        for r in &bad {
+            assert!(matches!(record(&mut b, r), Err(Refusal::Bad(_))), "{r:?}");
+        }
+        for status in [Val::Null, Val::Real(f64::NAN)] {
+            let r = with(3, status);
+            assert!(matches!(record(&mut b, &r), Err(Refusal::Missing(_))));
+        }
+        let short = &with(0, Val::Real(2.0))[..6];
+        assert!(matches!(record(&mut b, short), Err(Refusal::Bad(_))));
         let batch = b.finish();
         assert_eq!(
             String::from_utf8(batch.records).unwrap_or_default(),

@@ -7,6 +7,7 @@ use pyo3::types::PyTuple;
 
 use crate::ledger_batch::{BatchBuilder, Refusal, RollupSpec, Val};
 use crate::py_value::{kind_of, PyValue};
+use crate::record_text::RecordText;
 
 /// (width, request id field, required fields, (dimensions, status, int sums, real sums,
 /// optional sums)), field indexes each.
@@ -60,19 +61,19 @@ impl Shape {
                 return Err(Refusal::Bad(msg));
             }
         };
-        b.begin();
-        let read = (0..self.width).try_for_each(|i| {
-            // Borrowed: no reference count taken and dropped per value.
-            let item = row
-                .get_borrowed_item(i)
-                .map_err(|e| Refusal::Bad(e.to_string()))?;
-            b.value(i, read_val(&item, i)?)
-        });
-        match read {
-            Ok(()) => b.end(),
-            Err(_) => b.cancel(),
-        }
-        read
+        // Borrowed: no reference count taken and dropped per value.
+        let items = (0..self.width)
+            .map(|i| row.get_borrowed_item(i))
+            .collect::<PyResult<Vec<_>>>()
+            .map_err(|e| Refusal::Bad(e.to_string()))?;
+        let vals = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| read_val(item, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut text = RecordText::default();
+        text.write(&vals, None);
+        b.record(&vals, &text.text)
     }
 }
 

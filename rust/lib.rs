@@ -17,6 +17,7 @@ pub mod ledger_batch;
 pub mod ledger_shape;
 pub mod protocol;
 pub mod py_value;
+pub mod record_text;
 pub mod request;
 pub mod row_queue;
 pub mod sse;

@@ -71,18 +71,12 @@ impl RowQueue {
         self.state.lock().ok()
     }
 
-    /// One record from values already read (the sink's), in field order. Never fails: a record
-    /// the batch cannot hold is counted as refused, one past the bound as dropped.
-    pub fn push_values<'v>(&self, py: Python<'_>, values: impl IntoIterator<Item = Val<'v>>) {
+    /// One record from values already read (the sink's), in field order, and their text
+    /// (record_text.rs, written from them). Never fails: a record the batch cannot hold is
+    /// counted as refused, one past the bound as dropped.
+    pub fn push_record(&self, py: Python<'_>, vals: &[Val<'_>], text: &[u8]) {
         let full = match self.lock() {
-            Some(mut s) => self.admit(&mut s, |_, b| {
-                b.begin();
-                for (i, v) in values.into_iter().enumerate() {
-                    b.value(i, v)?;
-                }
-                b.end();
-                Ok(())
-            }),
+            Some(mut s) => self.admit(&mut s, |_, b| b.record(vals, text)),
             None => false,
         };
         self.woken(py, full);
@@ -115,9 +109,8 @@ impl RowQueue {
             Some(b) => b,
             None => open.insert(shape.builder_with_room(*full_len + *full_len / 8)),
         };
+        // (A refused record leaves the batch as it was.)
         if let Err(why) = record(shape, builder) {
-            // However far the record got (a value its reader refused comes before `value`).
-            builder.cancel();
             *refused += 1;
             *last_refusal = Some(match why {
                 Refusal::Missing(m) => format!("a required value is missing: {m}"),
