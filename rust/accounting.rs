@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::Borrowed;
 
 use crate::json_float::{push_f64, push_scaled};
@@ -31,68 +31,50 @@ thread_local! {
     static RECORD_TEXT: std::cell::Cell<RecordText> = std::cell::Cell::default();
 }
 
-/// One value of the row as read.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Item<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Real(f64),
-    Text(Cow<'a, str>),
-    /// A type the line and the counters have no use for (written as null).
-    Other,
-}
-
-impl Item<'_> {
-    /// As the ledger's batch builder takes it.
-    fn val(&self) -> Val<'_> {
-        match self {
-            Item::Null => Val::Null,
-            Item::Bool(b) => Val::Bool(*b),
-            Item::Int(v) => Val::Int(*v),
-            Item::Real(v) => Val::Real(*v),
-            Item::Text(s) => Val::Text(s),
-            Item::Other => Val::Other,
-        }
-    }
-
-    fn text(&self) -> Option<&str> {
-        match self {
-            Item::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn int(&self) -> i64 {
-        match self {
-            Item::Int(v) => *v,
-            Item::Bool(b) => i64::from(*b),
-            _ => 0,
-        }
-    }
-
-    fn real(&self) -> f64 {
-        match self {
-            Item::Real(v) => *v,
-            Item::Int(v) => *v as f64,
-            _ => 0.0,
-        }
+/// What the line and the counters read of a value (a type they have no use for reads as none).
+fn text_of<'v>(v: &Val<'v>) -> Option<&'v str> {
+    match *v {
+        Val::Text(s) => Some(s),
+        _ => None,
     }
 }
 
-pub fn read_item<'a>(value: &'a Bound<'_, PyAny>) -> Item<'a> {
-    match kind_of(value) {
-        PyValue::None => Item::Null,
-        PyValue::Bool(b) => Item::Bool(b),
-        PyValue::Int(v) => v.extract().map_or(Item::Other, Item::Int),
-        PyValue::Real(v) => Item::Real(v),
-        // The UTF-8 Python keeps of the string, borrowed; a copy only for lone surrogates.
-        PyValue::Text(s) => Item::Text(
-            s.to_str()
-                .map_or_else(|_| s.to_string_lossy(), Cow::Borrowed),
-        ),
-        PyValue::Other => Item::Other,
+fn int_of(v: &Val<'_>) -> i64 {
+    match *v {
+        Val::Int(n) => n,
+        Val::Bool(b) => i64::from(b),
+        _ => 0,
     }
+}
+
+fn real_of(v: &Val<'_>) -> f64 {
+    match *v {
+        Val::Real(x) => x,
+        Val::Int(n) => n as f64,
+        _ => 0.0,
+    }
+}
+
+/// A row's value as the record, the line and the counters take it; an int past 64 bits is
+/// `Other` (the line writes null, the ledger refuses the record). The text is the UTF-8 Python
+/// keeps of the string, borrowed; None for a string with lone surrogates (`lossy_text`).
+pub fn read_val<'a>(value: &'a Bound<'_, PyAny>) -> Option<Val<'a>> {
+    Some(match kind_of(value) {
+        PyValue::None => Val::Null,
+        PyValue::Bool(b) => Val::Bool(b),
+        PyValue::Int(v) => v.extract().map_or(Val::Other, Val::Int),
+        PyValue::Real(v) => Val::Real(v),
+        PyValue::Text(s) => Val::Text(s.to_str().ok()?),
+        PyValue::Other => Val::Other,
+    })
+}
+
+/// A string `read_val` could not borrow, with each lone surrogate replaced.
+fn lossy_text(value: &Bound<'_, PyAny>) -> String {
+    value
+        .cast::<PyString>()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// What an access line entry shows.
@@ -192,11 +174,11 @@ impl LineSpec {
     }
 
     /// `{...}` and a newline; `tail` is raw JSON (`,"key":value...`) put before the brace. A
-    /// field's value is copied from `record` (written from the same items, with at least the
+    /// field's value is copied from `record` (written from the same values, with at least the
     /// fields `shown_as_written`), but for a rounded number.
     pub fn write(
         &self,
-        items: &[Item<'_>],
+        vals: &[Val<'_>],
         record: &RecordText,
         attempts: i64,
         tail: &[u8],
@@ -209,7 +191,7 @@ impl LineSpec {
                 None | Some(Source::Literal(_)) => {}
                 Some(Source::Attempts) => push_i64(out, attempts),
                 Some(Source::Field(i, scale)) if *scale > 0.0 => {
-                    push_rounded(out, items.get(*i).unwrap_or(&Item::Null), *scale);
+                    push_rounded(out, vals.get(*i).unwrap_or(&Val::Null), *scale);
                 }
                 Some(Source::Field(i, _)) => match record.value(*i) {
                     b"" => out.extend_from_slice(b"null"),
@@ -223,13 +205,13 @@ impl LineSpec {
 }
 
 /// A number to 1/scale; anything else as the record writes it.
-fn push_rounded(out: &mut Vec<u8>, item: &Item<'_>, scale: f64) {
-    match item {
-        Item::Int(_) | Item::Real(_) => match decimals_of(scale) {
-            Some(d) => push_scaled(out, (item.real() * scale + 0.5).trunc(), d),
-            None => push_f64(out, round_to(item.real(), scale)),
+fn push_rounded(out: &mut Vec<u8>, v: &Val<'_>, scale: f64) {
+    match v {
+        Val::Int(_) | Val::Real(_) => match decimals_of(scale) {
+            Some(d) => push_scaled(out, (real_of(v) * scale + 0.5).trunc(), d),
+            None => push_f64(out, round_to(real_of(v), scale)),
         },
-        other => push_val(out, other.val()),
+        other => push_val(out, *other),
     }
 }
 
@@ -514,8 +496,19 @@ impl RequestSink {
         for i in 0..self.width {
             values.push(row.get_borrowed_item(i)?);
         }
-        let items: Vec<Item<'_>> = values.iter().map(|v| read_item(v)).collect();
-        let vals: Vec<Val<'_>> = items.iter().map(Item::val).collect();
+        let mut lossy: Vec<(usize, String)> = Vec::new();
+        let mut vals: Vec<Val<'_>> = Vec::with_capacity(self.width);
+        for (i, v) in values.iter().enumerate() {
+            vals.push(read_val(v).unwrap_or_else(|| {
+                lossy.push((i, lossy_text(v)));
+                Val::Other
+            }));
+        }
+        for (i, copy) in &lossy {
+            if let Some(v) = vals.get_mut(*i) {
+                *v = Val::Text(copy);
+            }
+        }
         // Taken, not borrowed: a call back into Python (the queue's wake) that came back here
         // on this thread would find it empty, not in use.
         let mut record = RECORD_TEXT.take();
@@ -528,7 +521,7 @@ impl RequestSink {
             q.get().push_record(py, &vals, &record.text);
         }
         let kept = self.count_and_keep(
-            &items, &record, ttfb_s, duration_s, attempts, tail, metrics, access,
+            &vals, &record, ttfb_s, duration_s, attempts, tail, metrics, access,
         );
         RECORD_TEXT.set(record);
         kept
@@ -577,7 +570,7 @@ impl RequestSink {
     #[allow(clippy::too_many_arguments)]
     fn count_and_keep(
         &self,
-        items: &[Item<'_>],
+        vals: &[Val<'_>],
         record: &RecordText,
         ttfb_s: Option<f64>,
         duration_s: f64,
@@ -588,7 +581,7 @@ impl RequestSink {
     ) -> PyResult<u8> {
         if metrics {
             let f = &self.fields;
-            let at = |i: usize| items.get(i).unwrap_or(&Item::Null);
+            let at = |i: usize| vals.get(i).unwrap_or(&Val::Null);
             let mut counters = self
                 .counters
                 .lock()
@@ -596,16 +589,16 @@ impl RequestSink {
             counters.add(
                 &self.ttfb_bounds,
                 &self.duration_bounds,
-                at(f.group).text().unwrap_or(""),
-                at(f.target).text().unwrap_or(""),
-                at(f.status).int(),
+                text_of(at(f.group)).unwrap_or(""),
+                text_of(at(f.target)).unwrap_or(""),
+                int_of(at(f.status)),
                 ttfb_s,
                 duration_s,
-                f.tokens.map(|i| at(i).int()),
-                at(f.cost).real(),
+                f.tokens.map(|i| int_of(at(i))),
+                real_of(at(f.cost)),
                 match at(f.error_type) {
-                    Item::Null => None,
-                    other => Some(other.text().unwrap_or("")),
+                    Val::Null => None,
+                    other => Some(text_of(other).unwrap_or("")),
                 },
             );
         }
@@ -617,13 +610,8 @@ impl RequestSink {
             .lock()
             .map_err(|_| PyValueError::new_err("access lines poisoned"))?;
         let first = lines.is_empty();
-        self.line.write(
-            items,
-            record,
-            attempts,
-            tail.unwrap_or_default(),
-            &mut lines,
-        );
+        self.line
+            .write(vals, record, attempts, tail.unwrap_or_default(), &mut lines);
         Ok(if lines.len() >= self.access_buffer_max {
             LINES_FULL
         } else if first {
@@ -649,18 +637,17 @@ mod tests {
             ("ok".into(), Source::Field(4, 0.0)),
             ("attempts".into(), Source::Attempts),
         ]);
-        let items = [
-            Item::Real(1_796_136_862.177_4),
-            Item::Text(Cow::Borrowed("req\"1")),
-            Item::Int(42),
-            Item::Null,
-            Item::Bool(true),
+        let vals = [
+            Val::Real(1_796_136_862.177_4),
+            Val::Text("req\"1"),
+            Val::Int(42),
+            Val::Null,
+            Val::Bool(true),
         ];
         let mut record = RecordText::default();
-        let vals: Vec<Val<'_>> = items.iter().map(Item::val).collect();
-        record.write(&vals, Some(&spec.shown_as_written(items.len())));
+        record.write(&vals, Some(&spec.shown_as_written(vals.len())));
         let mut out = Vec::new();
-        spec.write(&items, &record, 2, b",\"x\":[1]", &mut out);
+        spec.write(&vals, &record, 2, b",\"x\":[1]", &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "{\"ts\":1796136862.177,\"event\":\"request\",\"id\":\"req\\\"1\",\"n\":42,\"gone\":null,\"ok\":true,\"attempts\":2,\"x\":[1]}\n"

@@ -39,14 +39,20 @@ impl RecordText {
 
     /// Value `i` as written (empty when it was left out or there is no such value).
     pub fn value(&self, i: usize) -> &[u8] {
+        let (start, end) = self.span(i);
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    /// [start, end) of value `i` in the text ((0, 0) for no such value).
+    fn span(&self, i: usize) -> (usize, usize) {
         let Some(&end) = self.ends.get(i) else {
-            return b"";
+            return (0, 0);
         };
         let start = match i.checked_sub(1) {
             Some(before) => self.ends.get(before).map_or(0, |e| e + 1),
             None => 0,
         };
-        self.text.get(start..end).unwrap_or_default()
+        (start, end)
     }
 
     /// Values written.

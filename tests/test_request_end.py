@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from sluicegate import log
+from sluicegate import _native, log
 from sluicegate.context import RequestContext
 from sluicegate.metrics import Metrics
 from sluicegate.request_end import ACCESS_LINE, new_sink, usage_row
+from sluicegate.usage import batches
 from sluicegate.usage.record import FIELDS, UsageRecord
 
 
@@ -163,6 +164,30 @@ def test_the_line_is_byte_for_byte_the_dicts_through_orjson() -> None:
         prompt = {"messages": [{"role": "user", "content": rng.choice(_TEXTS)}]} if i % 7 == 0 else None
         tail = None if prompt is None else b',"request_body":' + orjson.dumps(prompt)
         assert _line(sink, row, attempts, tail) == _oracle_line(row, attempts, prompt), row
+
+
+def test_the_line_is_the_same_when_the_ledger_takes_the_record_too() -> None:
+    # With the ledger's queue the sink writes every value once for the record, and the line
+    # copies its values from that; without it, only the line's. Both lines are the oracle's.
+    rng = random.Random(12)
+    sink = new_sink()
+    queue = _native.RowQueue(1 << 20, 500, lambda: None, batches.SHAPE)
+    for _ in range(2000):
+        row = _random_row(rng)
+        assert sink.done(row, None, 0.0, 1, None, False, True, queue) == 1
+        assert sink.take_access() == _oracle_line(row, 1, None), row
+    assert queue.waiting + queue.refused[0] == 2000  # (rows missing a required field: refused)
+
+
+def test_a_text_with_a_lone_surrogate_is_written_with_a_replacement() -> None:
+    r = dict(zip(FIELDS, _random_row(random.Random(4)), strict=True))
+    r["user"], r["session_id"] = "al\ud800ice", "s-1"
+    row = tuple(r[f] for f in FIELDS)
+    sink = new_sink()
+    assert sink.done(row, None, 0.0, 1, None, False, True, None) == 1
+    line = orjson.loads(sink.take_access())
+    assert line["user"].startswith("al") and line["user"].endswith("ice") and "\ufffd" in line["user"]
+    assert line["session_id"] == "s-1"
 
 
 def test_no_line_when_the_access_log_is_off() -> None:
