@@ -3,7 +3,7 @@
 //! The ledger's batch text takes the whole of it between brackets (ledger_batch.rs), and the
 //! access line copies out the values it shows unchanged (accounting.rs). So a request's strings
 //! are escaped and its integers formatted once, where the line and the record each wrote them
-//! (~1,500 instructions a request: ten strings and six integers twice).
+//! (~1,800 instructions a request: ten strings and six integers twice).
 
 use crate::json_float::push_f64;
 use crate::ledger_batch::Val;

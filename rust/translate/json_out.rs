@@ -21,9 +21,15 @@ const ESCAPE: [u8; 256] = {
     table
 };
 
-/// Whether any of the 8 bytes of `w` is a control character, `"` or `\\` (the bit tricks are
-/// exact for "any", as used here).
+/// Whether any of the 8 bytes of `w` is a control character, `"` or `\\`.
 fn any_to_escape(w: u64) -> bool {
+    escape_mask(w) != 0
+}
+
+/// The high bit of each of the 8 bytes of `w` (little-endian) that is a control character, `"`
+/// or `\\`, and perhaps of bytes after the first such one: the bit tricks are exact for "any"
+/// and for the lowest one (a borrow only runs upwards).
+pub(crate) fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let control = w.wrapping_sub(ONES * 0x20) & !w;
@@ -31,7 +37,7 @@ fn any_to_escape(w: u64) -> bool {
     let quote = q.wrapping_sub(ONES) & !q;
     let b = w ^ (ONES * u64::from(b'\\'));
     let backslash = b.wrapping_sub(ONES) & !b;
-    (control | quote | backslash) & HIGH != 0
+    (control | quote | backslash) & HIGH
 }
 
 /// Whether no byte of `bytes` needs escaping, eight at a time: the words that fit, then the last

@@ -38,6 +38,7 @@ pub trait StreamTranslator: Send {
 }
 
 mod borrowed;
+mod chunk;
 mod count_tokens;
 mod error;
 mod ids;

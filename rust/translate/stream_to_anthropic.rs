@@ -21,11 +21,10 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::borrowed::Text;
+use super::chunk::{self, Chunk, ChunkUsage};
 use super::error::{message_of, status_of};
 use super::ids::{message_id, tool_use_id};
 use super::json_out::{begin_event, end_frame, event_value, push_str, push_u64};
@@ -33,83 +32,6 @@ use super::json_scan::JsonCompletion;
 use super::options::TranslateOptions;
 use super::stop::{anthropic_error_type, anthropic_stop_reason};
 use super::{SseEvent, StreamTranslator, Usage};
-
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    id: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
-    #[serde(default)]
-    usage: Option<ChunkUsage>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    object: Option<Text<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default)]
-    index: u32,
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Text<'a>>,
-    /// vLLM: the stop string that matched (or a token id).
-    #[serde(borrow, default)]
-    stop_reason: Option<&'a RawValue>,
-    /// SGLang: the stop string that matched (or a token id).
-    #[serde(borrow, default)]
-    matched_stop: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    reasoning_content: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    reasoning: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta<'a> {
-    #[serde(default)]
-    index: Option<u32>,
-    #[serde(borrow, default)]
-    id: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    function: Option<FunctionDelta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta<'a> {
-    #[serde(borrow, default)]
-    name: Option<Text<'a>>,
-    /// A string as the spec says; some servers send the arguments as an object.
-    #[serde(borrow, default)]
-    arguments: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ChunkUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Open {
@@ -604,7 +526,7 @@ impl StreamTranslator for OpenAiToAnthropic {
             return;
         }
         // Lines that are not chunks (keep-alive text, comments sent as data) are skipped.
-        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        let Some(chunk) = chunk::read(data) else {
             return;
         };
         if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
