@@ -112,8 +112,14 @@ pub(super) fn scan(data: &[u8]) -> Option<Chunk<'_>> {
     let mut seen = Seen::default();
     p.object(|p, key| {
         match key {
-            b"id" => chunk.id = p.opt_text(seen.first(0)?)?,
-            b"object" => chunk.object = p.opt_text(seen.first(1)?)?,
+            b"id" => {
+                seen.first(0)?;
+                chunk.id = p.opt_text()?;
+            }
+            b"object" => {
+                seen.first(1)?;
+                chunk.object = p.opt_text()?;
+            }
             b"choices" => {
                 seen.first(2)?;
                 chunk.choices = p.opt_array(Scan::choice)?;
@@ -123,7 +129,7 @@ pub(super) fn scan(data: &[u8]) -> Option<Chunk<'_>> {
                 seen.first(if key == b"usage" { 3 } else { 4 })?;
                 p.null()?;
             }
-            other => p.skip_field(other)?,
+            _ => p.skip_value(0)?,
         }
         Some(())
     })?;
@@ -253,13 +259,16 @@ impl<'a> Scan<'a> {
                         Some(p.delta()?)
                     };
                 }
-                b"finish_reason" => c.finish_reason = p.opt_text(seen.first(2)?)?,
+                b"finish_reason" => {
+                    seen.first(2)?;
+                    c.finish_reason = p.opt_text()?;
+                }
                 // Only null here: serde reads a stop string or token id.
                 b"stop_reason" | b"matched_stop" => {
                     seen.first(if key == b"stop_reason" { 3 } else { 4 })?;
                     p.null()?;
                 }
-                other => p.skip_field(other)?,
+                _ => p.skip_value(0)?,
             }
             Some(())
         })?;
@@ -276,28 +285,32 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         self.object(|p, key| {
             match key {
-                b"content" => d.content = p.opt_text(seen.first(0)?)?,
-                b"reasoning_content" => d.reasoning_content = p.opt_text(seen.first(1)?)?,
-                b"reasoning" => d.reasoning = p.opt_text(seen.first(2)?)?,
+                b"content" => {
+                    seen.first(0)?;
+                    d.content = p.opt_text()?;
+                }
+                b"reasoning_content" => {
+                    seen.first(1)?;
+                    d.reasoning_content = p.opt_text()?;
+                }
+                b"reasoning" => {
+                    seen.first(2)?;
+                    d.reasoning = p.opt_text()?;
+                }
                 // Only null here: serde reads tool calls.
                 b"tool_calls" => {
                     seen.first(3)?;
                     p.null()?;
                 }
-                other => p.skip_field(other)?,
+                _ => p.skip_value(0)?,
             }
             Some(())
         })?;
         Some(d)
     }
 
-    /// A field serde ignores: any valid value. (A key with a non-ASCII name is left to serde.)
-    fn skip_field(&mut self, _key: &[u8]) -> Option<()> {
-        self.skip_value(0)
-    }
-
-    /// null or a string (the `()` is the caller's duplicate check having passed).
-    fn opt_text(&mut self, (): ()) -> Option<Option<Text<'a>>> {
+    /// null or a string.
+    fn opt_text(&mut self) -> Option<Option<Text<'a>>> {
         if self.peek()? == b'n' {
             self.null()?;
             return Some(None);

@@ -77,8 +77,10 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
         if let Some(chunk) = bytes.get(i..i + 8) {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            if !any_to_escape(u64::from_le_bytes(word)) {
-                i += 8;
+            // On to the first byte to escape (past all eight when none is).
+            let first = escape_mask(u64::from_le_bytes(word)).trailing_zeros() / 8;
+            i += first as usize;
+            if first == 8 {
                 continue;
             }
         }
@@ -205,6 +207,23 @@ mod tests {
                 for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '~', '\u{7f}', 'é'] {
                     let s: String = (0..len)
                         .map(|i| if i == at { special } else { 'a' })
+                        .collect();
+                    let mut out = Vec::new();
+                    push_str(&mut out, &s);
+                    assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
+        // Two to escape in one word (the first found, then the scan goes on from it).
+        for len in 2..18 {
+            for a in 0..len {
+                for b in a + 1..len {
+                    let s: String = (0..len)
+                        .map(|i| match i {
+                            _ if i == a => '"',
+                            _ if i == b => '\n',
+                            _ => 'x',
+                        })
                         .collect();
                     let mut out = Vec::new();
                     push_str(&mut out, &s);
