@@ -148,7 +148,7 @@ impl From<String> for Refusal {
 /// Years 1-9999 only: past them a day would not be a date.
 const TS_RANGE: std::ops::Range<f64> = -62_135_596_800.0..253_402_300_800.0;
 
-/// Builds a batch record by record, value by value (`begin`, `value` per field, `end`).
+/// Builds a batch record by record (`record`: a record's values and their text).
 #[derive(Clone)]
 pub struct BatchBuilder {
     width: usize,

@@ -20,7 +20,7 @@ pub struct RecordText {
 impl RecordText {
     /// The values in order; `wanted` (by index, when given) says which to write: the others stay
     /// empty, for a reader that does not show them. A value the ledger does not store
-    /// (`Val::Other`) is written as null: the ledger refuses it before it takes the text.
+    /// (`Val::Other`) is written as null: the ledger refuses such a record.
     pub fn write(&mut self, vals: &[Val<'_>], wanted: Option<&[bool]>) {
         self.text.clear();
         self.ends.clear();

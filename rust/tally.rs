@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::translate::{SseEvent, Usage};
 
-// Built once: `memmem::find` builds its searcher on every call (~1,300 instructions an OpenAI
+// Built once: `memmem::find` builds its searcher on every call (~1,400 instructions an OpenAI
 // chunk for the three probes, callgrind), the search itself is a few dozen.
 static MESSAGE_PREFIX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"message_"));
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
