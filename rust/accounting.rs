@@ -509,6 +509,9 @@ impl RequestSink {
                 *v = Val::Text(copy);
             }
         }
+        if metrics {
+            self.count(&vals, ttfb_s, duration_s)?;
+        }
         // Taken, not borrowed: a call back into Python (the queue's wake) that came back here
         // on this thread would find it empty, not in use.
         let mut record = RECORD_TEXT.take();
@@ -520,9 +523,11 @@ impl RequestSink {
         if let Some(q) = queue {
             q.get().push_record(py, &vals, &record.text);
         }
-        let kept = self.count_and_keep(
-            &vals, &record, ttfb_s, duration_s, attempts, tail, metrics, access,
-        );
+        let kept = if access {
+            self.keep_line(&vals, &record, attempts, tail)
+        } else {
+            Ok(LINES_UNCHANGED)
+        };
         RECORD_TEXT.set(record);
         kept
     }
@@ -565,46 +570,40 @@ impl RequestSink {
 }
 
 impl RequestSink {
-    /// The request's metrics (when `metrics`) and its access line (when `access`); what `done`
-    /// returns.
-    #[allow(clippy::too_many_arguments)]
-    fn count_and_keep(
+    /// The request's metrics, into the counters.
+    fn count(&self, vals: &[Val<'_>], ttfb_s: Option<f64>, duration_s: f64) -> PyResult<()> {
+        let f = &self.fields;
+        let at = |i: usize| vals.get(i).unwrap_or(&Val::Null);
+        let mut counters = self
+            .counters
+            .lock()
+            .map_err(|_| PyValueError::new_err("metrics counters poisoned"))?;
+        counters.add(
+            &self.ttfb_bounds,
+            &self.duration_bounds,
+            text_of(at(f.group)).unwrap_or(""),
+            text_of(at(f.target)).unwrap_or(""),
+            int_of(at(f.status)),
+            ttfb_s,
+            duration_s,
+            f.tokens.map(|i| int_of(at(i))),
+            real_of(at(f.cost)),
+            match at(f.error_type) {
+                Val::Null => None,
+                other => Some(text_of(other).unwrap_or("")),
+            },
+        );
+        Ok(())
+    }
+
+    /// The request's access line, kept; what `done` returns.
+    fn keep_line(
         &self,
         vals: &[Val<'_>],
         record: &RecordText,
-        ttfb_s: Option<f64>,
-        duration_s: f64,
         attempts: i64,
         tail: Option<&[u8]>,
-        metrics: bool,
-        access: bool,
     ) -> PyResult<u8> {
-        if metrics {
-            let f = &self.fields;
-            let at = |i: usize| vals.get(i).unwrap_or(&Val::Null);
-            let mut counters = self
-                .counters
-                .lock()
-                .map_err(|_| PyValueError::new_err("metrics counters poisoned"))?;
-            counters.add(
-                &self.ttfb_bounds,
-                &self.duration_bounds,
-                text_of(at(f.group)).unwrap_or(""),
-                text_of(at(f.target)).unwrap_or(""),
-                int_of(at(f.status)),
-                ttfb_s,
-                duration_s,
-                f.tokens.map(|i| int_of(at(i))),
-                real_of(at(f.cost)),
-                match at(f.error_type) {
-                    Val::Null => None,
-                    other => Some(text_of(other).unwrap_or("")),
-                },
-            );
-        }
-        if !access {
-            return Ok(LINES_UNCHANGED);
-        }
         let mut lines = self
             .lines
             .lock()

@@ -100,7 +100,7 @@ pub(super) fn read(data: &[u8]) -> Option<Chunk<'_>> {
 }
 
 /// The chunk as serde would read it, or None to let serde decide.
-pub(super) fn scan(data: &[u8]) -> Option<Chunk<'_>> {
+fn scan(data: &[u8]) -> Option<Chunk<'_>> {
     let mut p = Scan { b: data, i: 0 };
     let mut chunk = Chunk {
         id: None,
