@@ -40,10 +40,22 @@ def test_the_preload_keeps_an_operators_settings(monkeypatch: pytest.MonkeyPatch
     assert fresh is not None and "background_thread:true" in fresh["MALLOC_CONF"]
 
 
-def _descendants(pid: int) -> list[int]:
+def _task_files(pid: int, name: str) -> list[str]:
+    """`name` of each of the process's threads; a thread that ends while they are read (the
+    worker starts and stops threads of its own) is left out."""
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            out.append((task / name).read_text())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for children in _task_files(pid, "children"):
+        for child in children.split():
             out += [int(child), *_descendants(int(child))]
     return out
 
@@ -53,7 +65,7 @@ def _worker_env_and_threads(gw: GatewayProcess) -> tuple[dict[str, str], list[st
     worker = max(_descendants(gw.proc.pid))  # the Granian worker: forked last
     raw = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
     env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-    threads = [(t / "comm").read_text().strip() for t in Path(f"/proc/{worker}/task").iterdir()]
+    threads = [comm.strip() for comm in _task_files(worker, "comm")]
     return env, threads
 
 
