@@ -180,7 +180,7 @@ def ledger_rows(state_dir: Path) -> int:
             return 0
 
 
-def gateway_config(mock_port: int, off: set[str]) -> dict[str, Any]:
+def gateway_config(mock_port: int, off: set[str], ledger_url: str | None = None) -> dict[str, Any]:
     mock = f"http://127.0.0.1:{mock_port}"
 
     def openai(headers: dict[str, str]) -> dict[str, Any]:
@@ -213,6 +213,7 @@ def gateway_config(mock_port: int, off: set[str]) -> dict[str, Any]:
         "ledger": {
             "enabled": "ledger" not in off,
             **({"native_writer": False} if "native_writer" in off else {}),
+            **({"url": ledger_url} if ledger_url else {}),
         },
         "metrics": {"enabled": "metrics" not in off},
     }
@@ -261,8 +262,10 @@ class Fleet:
         granian: str | None = None,
         compare: str | None = None,
         compare_env: dict[str, str] | None = None,
+        ledger_url: str | None = None,
     ) -> None:
         self.work = work
+        self.ledger_url = ledger_url
         self.granian = granian
         self.procs: list[subprocess.Popen[bytes]] = []
         env = {**os.environ, "SLUICEGATE_STATE_DIR": str(work / "state")}
@@ -313,7 +316,7 @@ class Fleet:
     def _gateway(self, name: str, cpu: int | None, env: dict[str, str], off: set[str]) -> Target:
         port = free_port()
         cfg = self.work / f"{name}.yaml"
-        cfg.write_text(yaml.safe_dump(gateway_config(self.mock_port, off), sort_keys=False))
+        cfg.write_text(yaml.safe_dump(gateway_config(self.mock_port, off, self.ledger_url), sort_keys=False))
         genv = {**env, "SLUICEGATE_STATE_DIR": str(self.work / f"state-{name}")}
         if self.granian is not None:
             variant = str(Path(__file__).resolve().parent / "serve_variant.py")
@@ -656,6 +659,7 @@ async def main_async(args: argparse.Namespace) -> int:
         granian=args.granian,
         compare=args.compare,
         compare_env=dict(kv.split("=", 1) for kv in args.compare_env),
+        ledger_url=args.ledger_url,
     )
     rows: list[Row] = []
     mem: list[dict[str, Any]] = []
@@ -826,6 +830,10 @@ def main() -> int:
         help="environment for the --compare gateway only (A/B of a setting: --compare . --compare-env K=V)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--ledger-url",
+        help="every gateway's ledger store (e.g. postgresql://...; default: a SQLite file of its own)",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
         "--sched-batch",

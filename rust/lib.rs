@@ -14,6 +14,7 @@ pub mod json_float;
 pub mod json_scan;
 pub mod ledger;
 pub mod ledger_batch;
+pub mod ledger_pg;
 pub mod ledger_shape;
 pub mod protocol;
 pub mod py_value;

@@ -293,7 +293,7 @@ def _old_sqlite_row(r: UsageRecord) -> tuple[Any, ...]:
 def test_a_version_4_sqlite_store_moves_into_batches_and_daily_sums(tmp_path: Path) -> None:
     from sluicegate.usage._db import migrate
     from sluicegate.usage._schema import COMPONENT, MIGRATIONS
-    from sluicegate.usage.ledger import _ROW_COLUMNS
+    from sluicegate.usage.ledger_pg import ROW_COLUMNS
 
     db, conn = _store_at_version(4, "sqlite", tmp_path, None)  # type: ignore[arg-type]
     old = [
@@ -301,9 +301,9 @@ def test_a_version_4_sqlite_store_moves_into_batches_and_daily_sums(tmp_path: Pa
         rec(2, ts=86_400.0 * 3 + 9, status=500, user=None, stream=False),
         rec(3, ts=86_400.0 * 4 + 1, key_id="k2", cost_usd=1.5, input_tokens=7),
     ]
-    marks = ", ".join("?" for _ in _ROW_COLUMNS.split(", "))
+    marks = ", ".join("?" for _ in ROW_COLUMNS.split(", "))
     for r in old:
-        conn.execute(f"INSERT INTO usage_records ({_ROW_COLUMNS}) VALUES ({marks})", _old_sqlite_row(r))
+        conn.execute(f"INSERT INTO usage_records ({ROW_COLUMNS}) VALUES ({marks})", _old_sqlite_row(r))
     before = conn.execute("SELECT * FROM usage_records ORDER BY id").fetchall()
     migrate(db, conn, COMPONENT, MIGRATIONS)
     (kind,) = conn.execute("SELECT type FROM sqlite_master WHERE name = 'usage_records'").fetchone()

@@ -183,7 +183,9 @@ def test_the_config_switch_its_default_and_the_stores_it_applies_to() -> None:
     assert LedgerSection().native_writer is True
     assert LedgerSection.model_validate({"native_writer": False}).native_writer is False
     assert Ledger.from_url("sqlite:///unused.db", native_writer=False).writer == "python"
-    assert Ledger.from_url("postgresql://u@127.0.0.1/db").writer == "python"
+    # PostgreSQL takes the queue's batches too (usage/ledger_pg.py), unless switched off.
+    assert Ledger.from_url("postgresql://u@127.0.0.1/db").writer == "native"
+    assert Ledger.from_url("postgresql://u@127.0.0.1/db", native_writer=False).writer == "python"
 
 
 def test_the_sink_hands_the_values_it_read_to_a_queue_that_builds_batches(tmp_path: Path) -> None:

@@ -228,11 +228,13 @@ _RecordShape = tuple[int, int, list[int], _RollupSpec]
 
 @final
 class LedgerBatch:
-    """A batch RowQueue built, for SqliteLedgerWriter.write_batch."""
+    """A batch RowQueue built, for SqliteLedgerWriter.write_batch (or PostgreSQL's one statement)."""
 
     @property
     def n(self) -> int:
         """Its records."""
+    def records_for_postgres(self) -> str | None:
+        """The records' JSON text, each \\u0000 as \\ufffd; None once a writer took the batch."""
 
 @final
 class SqliteLedgerWriter:

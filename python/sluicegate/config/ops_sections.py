@@ -56,8 +56,9 @@ class LedgerSection(_Strict):
     # PostgreSQL: dimensions whose filtered reports get an index of their own (none by default:
     # see docs/accounting.md, "Indexes (PostgreSQL)"); time ranges always have one.
     indexes: list[IndexDimension] = Field(default_factory=list)
-    # SQLite batches written by the native extension when it shares the sqlite3 module's SQLite
-    # library (docs/accounting.md, "The writer"); false: always the sqlite3 module's driver.
+    # Batches built by the native extension's queue: on SQLite stored by its writer when it shares
+    # the sqlite3 module's SQLite library, on PostgreSQL as one statement's text a batch
+    # (docs/accounting.md, "The writer"); false: rows through the sqlite3 / psycopg drivers.
     native_writer: bool = True
 
     _check_url = field_validator("url")(_store_url)

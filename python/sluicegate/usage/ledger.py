@@ -7,14 +7,16 @@ store fails it keeps the batch, retries with backoff, and lets the queue fill up
 (after which records are dropped and counted). A clean `close()` writes everything queued.
 
 On SQLite a batch is stored as one row with its daily sums (batches.py); on PostgreSQL each
-record is a row. With the native SQLite writer the queue builds the batches itself, as records
-come (`batch_queue`: the request sink hands it the values it read for the access line), and the
-writer thread stores them without the GIL.
+record is a row (ledger_pg.py). With the native writer (the default) the queue builds the batches
+itself, as records come (`batch_queue`: the request sink hands it the values it read for the
+access line); the writer thread stores them without the GIL on SQLite, and hands PostgreSQL a
+batch's text in one statement.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -23,7 +25,7 @@ from typing import Any
 
 from .. import _native, log
 from ..threads import name_os_thread
-from . import batches
+from . import batches, ledger_pg
 from ._db import DEFAULT_TIMEOUT_S, TRANSIENT_ERRORS, Database, Tx, migrate
 from ._schema import COMPONENT, MIGRATIONS
 from .record import COLUMNS, UsageRecord, record_row
@@ -43,21 +45,6 @@ BY_COLUMNS: dict[str, str] = {
 }
 _FIELD_OF = {col: field for field, col in COLUMNS}
 _BACKOFF_MAX_S = 5.0
-# PostgreSQL: each batch is COPYed into a session's temporary table and moved from there with
-# the same ON CONFLICT guard, since COPY itself has none. A multi-row VALUES statement, as on
-# SQLite, cost the gateway's CPU more than the database's: psycopg parses a statement over 4 KB
-# for its placeholders on every execute, in Python (~120 us a row, measured); COPY's rows are
-# formatted in C (~7 us a row, with the row built; an unnest() of column arrays ~10-15).
-_ROW_COLUMNS = ", ".join(["day", *(col for _, col in COLUMNS)])  # what _row() gives, in order
-_PG_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS usage_records_staging ON COMMIT DELETE ROWS"
-    f" AS SELECT {_ROW_COLUMNS} FROM usage_records WITH NO DATA"
-)
-_PG_COPY = f"COPY usage_records_staging ({_ROW_COLUMNS}) FROM STDIN"
-_PG_MERGE = (
-    f"INSERT INTO usage_records ({_ROW_COLUMNS}) SELECT {_ROW_COLUMNS} FROM usage_records_staging"
-    " ON CONFLICT (request_id, ts) DO NOTHING"
-)
 _DROP_LOG_EVERY_S = 10.0
 
 
@@ -82,9 +69,10 @@ class Ledger:
         self._batch_max = min(max(1, batch_max), batches.BATCH_ID_SPAN - 1)
         self._flush_interval_s = max(0.001, flush_interval_s)
         self._wake = threading.Event()
-        # "native": SQLite batches built by the extension's queue and stored by its writer
-        # (rust/row_queue.rs, rust/ledger.rs); "python": rows through the sqlite3 / psycopg drivers.
-        native = native_writer and db.dialect == "sqlite" and _shared_sqlite()
+        # "native": batches built by the extension's queue (rust/row_queue.rs), stored by its
+        # writer on SQLite (rust/ledger.rs) and as one statement's text on PostgreSQL
+        # (ledger_pg.py); "python": rows through the sqlite3 / psycopg drivers.
+        native = native_writer and (db.dialect == "postgres" or _shared_sqlite())
         self.writer = "native" if native else "python"
         # Records queued and being written, at most queue_max; a full batch wakes the writer.
         self._q = _native.RowQueue(
@@ -97,6 +85,7 @@ class Ledger:
         self._closed = False
         self._deadline = 0.0
         self._refused = 0  # rows the store refused (dropped alone)
+        self._pg_batch_sql = ""  # PostgreSQL's statement for a native batch, made on connecting
         self.written = 0
         self.write_errors = 0
         self.store_up = True
@@ -247,6 +236,13 @@ class Ledger:
             raise
         if self.batch_queue is None:
             return conn
+        if self.db.dialect == "postgres":
+            try:
+                self._pg_batch_sql = ledger_pg.batch_insert_sql(conn)
+            except BaseException:
+                _close_quietly(conn)
+                raise
+            return conn
         conn.close()
         assert self.db.path is not None
         return _native.SqliteLedgerWriter(
@@ -308,16 +304,11 @@ class Ledger:
                 conn.execute("ROLLBACK")
                 raise
         else:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(_PG_STAGE)
-                with cur.copy(_PG_COPY) as copy:
-                    for row in batch:
-                        copy.write_row(_row(row))
-                cur.execute(_PG_MERGE)
+            ledger_pg.write_rows(conn, map(_row, batch))
 
     def _write_batch(self, conn: Any, batch: Any) -> int:
         """Write the batch; if the store refuses a row, write the others one by one and drop it."""
-        if isinstance(batch, _native.LedgerBatch):
+        if isinstance(batch, _native.LedgerBatch) and isinstance(conn, _native.SqliteLedgerWriter):
             # Built by the queue, whose records are all storable: a store that refuses the batch
             # for anything but being down refuses every record of it.
             try:
@@ -331,6 +322,20 @@ class Ledger:
                 )
                 return 0
         try:
+            if isinstance(batch, _native.LedgerBatch):
+                text = batch.records_for_postgres()
+                if text is None:
+                    return 0
+                try:
+                    ledger_pg.write_batch(conn, self._pg_batch_sql, text)
+                    return int(batch.n)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception:
+                    # A value PostgreSQL refuses (one past its column's range, say): the records
+                    # one by one, below, so that only those it refuses are dropped.
+                    batch = [tuple(r) for r in json.loads(text)]
+                    raise
             self._write(conn, batch)
             return len(batch)
         except TRANSIENT_ERRORS:
