@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from granian.rsgi import ProtocolClosed
 
 from . import _native, allocator, health, log
 from .admission import admit_request, attribute
@@ -77,6 +78,19 @@ def _settle_gc(loop: asyncio.AbstractEventLoop) -> None:
 
 def _not_allowed(method: str, path: str) -> GatewayError:
     return GatewayError(405, f"method {method} not allowed on {path}")
+
+
+async def _whole_body(proto: Any) -> bytes:
+    """The body of a request that gave its length. A client that stops sending before that many
+    bytes (it half-closed, or went away) fails Granian's read with ProtocolClosed: a malformed
+    request, answered 400 like one, not an internal error."""
+    try:
+        body: bytes = await proto()
+    except ProtocolClosed:
+        raise GatewayError(
+            400, "request body ended before the length its Content-Length header gave"
+        ) from None
+    return body
 
 
 class Gateway:
@@ -217,7 +231,7 @@ class Gateway:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise GatewayError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
         if declared is not None:
-            body: bytes = await proto()
+            body = await _whole_body(proto)
             if len(body) > limit:
                 raise GatewayError(
                     413, f"request body of {len(body)} bytes is over the limit of {limit} bytes"
@@ -426,7 +440,10 @@ class Gateway:
     async def admin(scope: Any, proto: Any, services: Services) -> None:
         from .admin import AdminContext, admin_token_sha256, handle_admin
 
-        body = await proto() if scope.method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        try:
+            body = await _whole_body(proto) if scope.method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        except GatewayError as exc:
+            return Gateway._error(proto, "anthropic", exc)  # the admin API's errors have this shape
         actx = AdminContext(admin_token_sha256(services.admin_token), services.keystore, services.ledger)
         headers = {k.lower(): v for k, v in scope.headers.items()}
         status, hdrs, out = await handle_admin(
