@@ -47,6 +47,10 @@ pub enum ScanError {
     Invalid { offset: usize, what: &'static str },
     /// Valid JSON, but the top-level value is not an object.
     NotObject,
+    /// A key the gateway decides on (`key`) given twice. JSON parsers differ on which one wins
+    /// (most take the last, some the first), so the gateway and the upstream could read
+    /// different models: a key allowed one model served another.
+    DuplicateKey { offset: usize, key: &'static str },
 }
 
 impl fmt::Display for ScanError {
@@ -56,6 +60,10 @@ impl fmt::Display for ScanError {
                 write!(f, "invalid JSON at byte {offset}: {what}")
             }
             ScanError::NotObject => f.write_str("request body must be a JSON object"),
+            ScanError::DuplicateKey { offset, key } => write!(
+                f,
+                "the key \"{key}\" appears twice in the request body (again at byte {offset}): give it once"
+            ),
         }
     }
 }
@@ -70,6 +78,20 @@ enum Watch {
     Type,
     StreamOptions,
     IncludeUsage,
+}
+
+impl Watch {
+    /// For a key that may appear only once: its bit among the seen keys, and its name.
+    fn once(self) -> Option<(u8, &'static str)> {
+        match self {
+            Watch::None | Watch::Type => None,
+            Watch::Model => Some((1, "model")),
+            Watch::Stream => Some((2, "stream")),
+            Watch::Tools => Some((4, "tools")),
+            Watch::StreamOptions => Some((8, "stream_options")),
+            Watch::IncludeUsage => Some((16, "include_usage")),
+        }
+    }
 }
 
 // Stack entries: what the open container is.
@@ -91,6 +113,8 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
     // (depth 3) started, while it is open.
     let mut so_open: Option<usize> = None;
     let mut iu_open: Option<usize> = None;
+    // The watched keys seen so far (one bit each; `type` is not one: it is per content block).
+    let mut seen: u8 = 0;
 
     s.skip_ws();
     if s.pos == body.len() {
@@ -100,27 +124,23 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
         // A value starts here; `watch` says whether its key is one we care about.
         s.skip_ws();
         let w = core::mem::replace(&mut watch, Watch::None);
-        // A repeated key replaces what an earlier one said (last wins, as JSON parsers do).
-        match w {
-            Watch::None => {}
-            Watch::Model => {
-                info.model = None;
-                info.model_span = None;
+        let value_start = s.pos;
+        if let Some((bit, key)) = w.once() {
+            if seen & bit != 0 {
+                return Err(ScanError::DuplicateKey {
+                    offset: value_start,
+                    key,
+                });
             }
-            Watch::Stream => info.stream = false,
-            Watch::Tools => info.has_tools = false,
-            Watch::Type => {
-                if let Some(top) = stack.last_mut() {
-                    *top = OBJECT;
-                }
-            }
-            Watch::StreamOptions => info.stream_options = StreamOptions::default(),
-            Watch::IncludeUsage => {
-                info.stream_options.include_usage = false;
-                info.stream_options.include_usage_span = None;
+            seen |= bit;
+        }
+        if w == Watch::Type {
+            // The value below says whether this content block is an image (a repeated `type`:
+            // the last one).
+            if let Some(top) = stack.last_mut() {
+                *top = OBJECT;
             }
         }
-        let value_start = s.pos;
         match s.peek() {
             Some(b'{') => {
                 if stack.is_empty() {
@@ -663,8 +683,39 @@ mod tests {
         assert_eq!(info.model.as_deref(), Some("gpt-4o"));
         let info = ok(r#"{"nested":{"model":"x","stream":true,"tools":[1]},"model":7}"#);
         assert_eq!(info, RequestInfo::default());
-        let info = ok(r#"{"model":"a","model":null,"stream":true,"stream":"yes"}"#);
-        assert_eq!(info, RequestInfo::default(), "last key wins");
+        // A key the gateway decides on may appear once: upstreams differ on which one wins.
+        // (the body, the key, its second value: where the error points)
+        for (body, key, again) in [
+            (r#"{"model":"a","model":null}"#, "model", "null"),
+            (
+                r#"{"stream":true,"x":1,"stream":"yes"}"#,
+                "stream",
+                r#""yes""#,
+            ),
+            (r#"{"tools":[],"tools":[1]}"#, "tools", "[1]"),
+            (r#"{"mod\u0065l":"a","model":"b"}"#, "model", r#""b""#),
+            (
+                r#"{"stream_options":{"include_usage":true},"stream_options":{}}"#,
+                "stream_options",
+                "{}}",
+            ),
+            (
+                r#"{"stream_options":{"include_usage":false , "include_usage" : true}}"#,
+                "include_usage",
+                "true}",
+            ),
+        ] {
+            let offset = body.rfind(again).unwrap();
+            assert_eq!(
+                inspect_request(body.as_bytes()),
+                Err(ScanError::DuplicateKey { offset, key }),
+                "{body}"
+            );
+        }
+        // ...at the top level: the same names further in are other things.
+        let info =
+            ok(r#"{"model":"a","messages":[{"model":"b","stream":1}],"metadata":{"model":"c"}}"#);
+        assert_eq!(info.model.as_deref(), Some("a"));
         // A later non-image "type" overrides an earlier image one in the same object.
         assert_eq!(
             ok(r#"{"a":{"type":"image","type":"text"},"b":{"type":{"type":"image"}}}"#).image_count,
@@ -845,10 +896,7 @@ mod tests {
                 r#"{"a":[1]}"#,
             ),
             (r#"{"stream_options":{"include_usage":[true]}}"#, "[true]"),
-            (
-                r#"{"stream_options":{"include_usage":true , "include_usage" : null}}"#,
-                "null",
-            ),
+            (r#"{"stream_options":{"include_usage" : null}}"#, "null"),
         ] {
             let so = ok(body).stream_options;
             assert!(!so.include_usage, "{body}");
@@ -863,7 +911,7 @@ mod tests {
             ),
             (r#"{"stream_options":{}}"#, "{}"),
             (
-                r#"{"stream_options":{"include_usage":true},"stream_options":{"n":{"include_usage":true}}}"#,
+                r#"{"stream_options":{"n":{"include_usage":true}}}"#,
                 r#"{"n":{"include_usage":true}}"#,
             ),
         ] {

@@ -888,3 +888,26 @@ def test_the_checks_catch_what_they_look_for() -> None:
     leak = oai_err.replace(b"bad", OAI_KEY.encode())
     assert f"answer shows the secret {OAI_KEY}" in problems(oai, answer(400, leak))
     assert "answer shows a traceback" in problems(oai, answer(200, b"Traceback (most recent call last)"))
+
+
+@pytest.mark.parametrize("path", [MESSAGES, COUNT, CHAT])
+def test_a_model_given_twice_is_refused_before_any_upstream_sees_it(
+    gw: GatewayProcess, up: FakeUpstream, path: str
+) -> None:
+    # A key allowed only `gpt`, naming both: the gateway would check the last one, and an
+    # upstream whose parser keeps the first would serve a model the key may not use.
+    up.clear()
+    for first, last in (("claude", "gpt"), ("gpt", "claude"), ("gpt", "gpt")):
+        raw = b'{"model": "%s", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "model": "%s"}'
+        case = Case(
+            f"{path} model {first} then {last}",
+            request(
+                "POST", path, raw % (first.encode(), last.encode()), auth=b"x-api-key: " + NARROW.encode()
+            ),
+            api_of(path),
+            expect=400,
+        )
+        answer = exchange(gw.port, case)
+        assert problems(case, answer) == [], answer.body
+        assert b"appears twice" in answer.body and b'\\"model\\"' in answer.body, answer.body
+    assert up.requests == []
