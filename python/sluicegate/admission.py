@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 
 PROMPT_LOG_BYTES = 16 * 1024
+# Client-chosen names that reach the access line, the usage record and error messages: bounded,
+# so that a client cannot make a log line (or a ledger row) as long as it likes. Model ids and
+# Claude Code's session and agent ids (UUIDs) are far shorter.
+MAX_MODEL_CHARS = 256
+MAX_ID_CHARS = 256
 
 
 @dataclass(slots=True)
@@ -31,9 +36,14 @@ class Admitted:
 
 def attribute(ctx: RequestContext, headers: Any) -> None:
     """Claude Code's session and agent ids, for the log line and the usage record."""
-    ctx.session_id = headers.get("x-claude-code-session-id")
-    ctx.agent_id = headers.get("x-claude-code-agent-id")
-    ctx.parent_agent_id = headers.get("x-claude-code-parent-agent-id")
+    ctx.session_id = _bounded_id(headers.get("x-claude-code-session-id"))
+    ctx.agent_id = _bounded_id(headers.get("x-claude-code-agent-id"))
+    ctx.parent_agent_id = _bounded_id(headers.get("x-claude-code-parent-agent-id"))
+
+
+def _bounded_id(value: str | None) -> str | None:
+    """An id header's value; one longer than any id a client sends is left out (not an id)."""
+    return value if value is None or len(value) <= MAX_ID_CHARS else None
 
 
 async def admit_request(
@@ -56,6 +66,10 @@ async def admit_request(
     model = info.model
     if not model:
         raise GatewayError(400, "model: a model name (string) is required")
+    if len(model) > MAX_MODEL_CHARS:
+        raise GatewayError(
+            400, f"model: a model name is at most {MAX_MODEL_CHARS} characters; this one has {len(model)}"
+        )
     ctx.requested_model = model
     ctx.stream = info.stream and ctx.endpoint != "count_tokens"
     ctx.image_count = info.image_count
