@@ -344,3 +344,66 @@ def test_whole_bodies_and_errors() -> None:
         json.dumps({"messages": [{"role": "user", "content": "x" * 35}]}).encode()
     )
     assert n == 10 + 4
+
+
+ANTHROPIC_REQ = {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+OPENAI_REQ = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("max_tokens", [], "max_tokens: expected an integer of at least 1"),
+        ("max_tokens", 0, "max_tokens: expected an integer of at least 1"),
+        ("max_tokens", 2.5, "max_tokens: expected an integer of at least 1"),
+        ("temperature", False, "temperature: expected a number from 0 to 1"),
+        ("temperature", 1.5, "temperature: expected a number from 0 to 1"),
+        ("top_p", "high", "top_p: expected a number from 0 to 1"),
+        ("top_k", -3, "top_k: expected an integer of at least 0"),
+        ("stop_sequences", "END", "stop_sequences: expected an array of strings"),
+        ("stop_sequences", ["END", 7], "stop_sequences: expected an array of strings"),
+        ("stream", {"on": True}, "stream: expected true or false"),
+    ],
+)
+def test_a_wrongly_typed_messages_field_is_refused_not_dropped(field: str, value: Any, says: str) -> None:
+    body = json.dumps({**ANTHROPIC_REQ, field: value}).encode()
+    with pytest.raises(ValueError, match=says):
+        _native.anthropic_request_to_openai(body, "up", "vllm", True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("max_tokens", "64", "max_tokens: expected an integer of at least 1"),
+        ("max_completion_tokens", -1, "max_completion_tokens: expected an integer of at least 1"),
+        ("temperature", 2.5, "temperature: expected a number from 0 to 2"),
+        ("top_p", [1], "top_p: expected a number from 0 to 1"),
+        ("stop", 3, "stop: expected a string or an array of strings"),
+        ("stream", "yes", "stream: expected true or false"),
+        ("n", 3, "n: only one choice per request is supported"),
+        ("n", "1", "n: expected an integer of at least 1"),
+    ],
+)
+def test_a_wrongly_typed_chat_field_is_refused_not_dropped(field: str, value: Any, says: str) -> None:
+    body = json.dumps({**OPENAI_REQ, field: value}).encode()
+    with pytest.raises(ValueError, match=says):
+        _native.openai_request_to_anthropic(body, "claude-sonnet-4-6")
+
+
+def test_fields_given_as_null_or_in_range_go_through() -> None:
+    a = {
+        **ANTHROPIC_REQ,
+        "temperature": 1,
+        "top_p": None,
+        "top_k": 5,
+        "stop_sequences": ["END"],
+        "stream": None,
+    }
+    out = json.loads(_native.anthropic_request_to_openai(json.dumps(a).encode(), "up", "vllm", True))
+    assert (out["temperature"], out["top_k"], out["stop"], out["stream"]) == (1, 5, ["END"], False)
+    assert "top_p" not in out
+    o = {**OPENAI_REQ, "temperature": 1.6, "top_p": 0.5, "stop": "END", "n": 1, "max_tokens": None}
+    out = json.loads(_native.openai_request_to_anthropic(json.dumps(o).encode(), "claude-sonnet-4-6"))
+    # OpenAI's temperature range is 0..2, Anthropic's 0..1: clamped; no max_tokens: the default.
+    assert (out["temperature"], out["top_p"], out["stop_sequences"]) == (1.0, 0.5, ["END"])
+    assert out["max_tokens"] > 0

@@ -41,6 +41,7 @@ mod borrowed;
 mod chunk;
 mod count_tokens;
 mod error;
+mod fields;
 mod ids;
 pub(crate) mod json_out;
 mod json_scan;

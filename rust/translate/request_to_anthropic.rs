@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::fields;
 use super::json_out::to_bytes;
 
 /// Anthropic requires `max_tokens`; OpenAI clients often leave it out.
@@ -15,7 +16,7 @@ pub fn openai_request_to_anthropic(body: &[u8], upstream_model: &str) -> Result<
     let req = req
         .as_object()
         .ok_or("request body must be a JSON object")?;
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+    if fields::int_at_least(req, "n", 1)?.is_some_and(|n| n > 1) {
         return Err("n: only one choice per request is supported for this model".into());
     }
 
@@ -63,11 +64,14 @@ pub fn openai_request_to_anthropic(body: &[u8], upstream_model: &str) -> Result<
 
     let mut out = Map::new();
     out.insert("model".into(), upstream_model.into());
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| req.get("max_tokens").and_then(Value::as_u64))
+    // Checked as Chat Completions checks them (types and ranges), then translated.
+    let max_tokens = fields::int_at_least(req, "max_completion_tokens", 1)?
+        .or(fields::int_at_least(req, "max_tokens", 1)?)
         .unwrap_or(DEFAULT_MAX_TOKENS);
+    let temperature = fields::number_in(req, "temperature", 0.0, 2.0)?;
+    let top_p = fields::number_in(req, "top_p", 0.0, 1.0)?;
+    let stops = fields::strings(req, "stop", true)?;
+    let stream = fields::boolean(req, "stream")?.unwrap_or(false);
     out.insert("max_tokens".into(), max_tokens.into());
     if !system.is_empty() {
         out.insert("system".into(), system.join("\n\n").into());
@@ -85,15 +89,8 @@ pub fn openai_request_to_anthropic(body: &[u8], upstream_model: &str) -> Result<
         }
     }
 
-    if let Some(stop) = req.get("stop") {
-        let stops: Vec<Value> = match stop {
-            Value::String(s) => vec![s.clone().into()],
-            Value::Array(a) => a.iter().filter(|s| s.is_string()).cloned().collect(),
-            _ => Vec::new(),
-        };
-        if !stops.is_empty() {
-            out.insert("stop_sequences".into(), Value::Array(stops));
-        }
+    if !stops.is_empty() {
+        out.insert("stop_sequences".into(), Value::Array(stops));
     }
 
     let thinking = thinking_for(req, max_tokens, forced_tool);
@@ -103,19 +100,18 @@ pub fn openai_request_to_anthropic(body: &[u8], upstream_model: &str) -> Result<
     // Anthropic's temperature range is 0..1 (OpenAI's 0..2), and with thinking on it takes
     // neither temperature nor a top_p under 0.95.
     if thinking.is_none() {
-        if let Some(t) = req.get("temperature").and_then(Value::as_f64) {
+        if let Some(t) = temperature {
             out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
         }
     }
-    if let Some(p) = req.get("top_p").and_then(Value::as_f64) {
+    if let Some(p) = top_p {
         if thinking.is_none() || p >= 0.95 {
-            out.insert("top_p".into(), json!(p.clamp(0.0, 1.0)));
+            out.insert("top_p".into(), json!(p));
         }
     }
     if let Some(user) = req.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
-    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     out.insert("stream".into(), stream.into());
     Ok(to_bytes(&Value::Object(out)))
 }

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::fields;
 use super::json_out::to_bytes;
 use super::options::{ReasoningEcho, ThinkingSwitch, TranslateOptions};
 
@@ -52,27 +53,24 @@ pub fn anthropic_request_to_openai(
         }
     }
 
-    if let Some(n) = req.get("max_tokens").and_then(Value::as_u64) {
+    // Checked as the Messages API checks them (types and ranges), then written.
+    if let Some(n) = fields::int_at_least(req, "max_tokens", 1)? {
         let n = opts.max_tokens_cap.map_or(n, |cap| n.min(cap));
         out.insert("max_tokens".into(), n.into());
     }
     for key in ["temperature", "top_p"] {
-        if let Some(v) = req.get(key).filter(|v| v.is_number()) {
-            out.insert(key.into(), v.clone());
+        if fields::number_in(req, key, 0.0, 1.0)?.is_some() {
+            out.insert(key.into(), req[key].clone());
         }
     }
-    if opts.flavor.accepts_top_k() {
-        if let Some(v) = req.get("top_k").filter(|v| v.is_u64()) {
-            out.insert("top_k".into(), v.clone());
-        }
+    if fields::int_at_least(req, "top_k", 0)?.is_some() && opts.flavor.accepts_top_k() {
+        out.insert("top_k".into(), req["top_k"].clone());
     }
-    if let Some(stops) = req.get("stop_sequences").and_then(Value::as_array) {
-        let stops: Vec<Value> = stops.iter().filter(|s| s.is_string()).cloned().collect();
-        if !stops.is_empty() {
-            out.insert("stop".into(), Value::Array(stops));
-        }
+    let stops = fields::strings(req, "stop_sequences", false)?;
+    if !stops.is_empty() {
+        out.insert("stop".into(), Value::Array(stops));
     }
-    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = fields::boolean(req, "stream")?.unwrap_or(false);
     out.insert("stream".into(), stream.into());
     if stream && opts.include_usage {
         out.insert("stream_options".into(), json!({"include_usage": true}));
