@@ -332,7 +332,9 @@ impl Scanner<'_> {
         let start = self.pos + 1;
         let escaped = self.string()?;
         let raw = &self.b[start..self.pos - 1];
-        let watch = if raw.len() > 40 {
+        // The longest watched key, "stream_options", is 84 bytes with every letter escaped
+        // (`\u0073...`): a key past that is none of them, however it is written.
+        let watch = if raw.len() > 84 {
             Watch::None
         } else if escaped {
             classify_key(unescape(raw, true).as_bytes(), depth, in_stream_options)
@@ -698,6 +700,11 @@ mod tests {
                 r#"{"stream_options":{"include_usage":true},"stream_options":{}}"#,
                 "stream_options",
                 "{}}",
+            ),
+            (
+                r#"{"stream_options":{},"\u0073\u0074\u0072\u0065\u0061\u006d\u005f\u006f\u0070\u0074\u0069\u006f\u006e\u0073":1}"#,
+                "stream_options",
+                "1}",
             ),
             (
                 r#"{"stream_options":{"include_usage":false , "include_usage" : true}}"#,
