@@ -70,4 +70,4 @@ def batch_insert_sql(conn: Any) -> str:
 
 def write_batch(conn: Any, sql: str, records_json: str) -> None:
     """A batch's records (`LedgerBatch.records_for_postgres()`) in one statement (autocommit)."""
-    conn.execute(sql, (records_json,), prepare=True)
+    conn.execute(sql, (records_json,))
