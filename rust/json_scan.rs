@@ -120,6 +120,13 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, ScanError> {
     if s.pos == body.len() {
         return Err(invalid(0, "the body is empty"));
     }
+    if body[s.pos..].starts_with("\u{feff}".as_bytes()) {
+        // JSON text on the wire has none (RFC 8259 8.1); said plainly, not "expected a value".
+        return Err(invalid(
+            s.pos,
+            "a byte order mark (U+FEFF) before the JSON; send it without one",
+        ));
+    }
     'value: loop {
         // A value starts here; `watch` says whether its key is one we care about.
         s.skip_ws();
@@ -759,6 +766,15 @@ mod tests {
         ] {
             ok(body);
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        let e = bad("\u{feff}{\"model\":\"m\"}".as_bytes());
+        assert_eq!(
+            e.to_string(),
+            "invalid JSON at byte 0: a byte order mark (U+FEFF) before the JSON; send it without one"
+        );
     }
 
     #[test]

@@ -497,7 +497,7 @@ NOT_JSON: list[tuple[str, bytes, int | None]] = [
         b'{"model":"claude","messages":[{"role":"user","content":"\xc3\x28 ' + MARKER.encode() + b'"}]}',
         400,
     ),
-    ("BOM then object", b'\xef\xbb\xbf{"model":"claude","max_tokens":5,"messages":[]}', None),
+    ("BOM then object", b'\xef\xbb\xbf{"model":"claude","max_tokens":5,"messages":[]}', 400),
     ("NUL byte", b'{"model":"claude",\x00"messages":[]}', 400),
     ("single quotes", b"{'model': 'claude'}", 400),
     ("trailing comma", b'{"model":"claude","messages":[],}', 400),
