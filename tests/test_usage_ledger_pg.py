@@ -4,13 +4,16 @@ statement's JSON text (usage/ledger_pg.py) and stores what the row-at-a-time COP
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from _services import PostgresServer, pg_db_url, postgres_server  # noqa: F401
 from sluicegate import _native
+from sluicegate.config import ConfigError
 from sluicegate.usage import Ledger, batches
+from sluicegate.usage._db import Database
 from sluicegate.usage.record import record_row
 from test_usage_ledger import rec
 from test_usage_native_writer import _varied
@@ -101,3 +104,36 @@ def test_the_statement_follows_the_columns_the_store_declares(pg_db_url: str) ->
             ledger._connect()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(("query", "prepared"), [("", True), ("?prepare_threshold=none", False)])
+def test_prepare_threshold_none_keeps_statements_unprepared(
+    pg_db_url: str,  # noqa: F811
+    query: str,
+    prepared: bool,
+) -> None:
+    # For a PgBouncer in transaction mode before 1.21: each transaction may reach another server
+    # connection, where a statement prepared on the first does not exist.
+    db = Database.from_url(pg_db_url + query)
+    assert "prepare_threshold" not in db.conninfo
+    with db.connect() as conn:
+        for _ in range(8):  # past psycopg's default threshold of 5
+            conn.execute("SELECT %s::int + 1", (1,)).fetchone()
+        n = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+    assert (n > 0) is prepared
+
+
+def test_a_bad_prepare_threshold_names_its_config_path(tmp_path: Path) -> None:
+    from sluicegate.compile import compile_file
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "ledger:\n  url: postgresql://u:secret@db/x?prepare_threshold=sometimes\n"
+        "providers: {a: {type: anthropic, base_url: 'http://127.0.0.1:1', api_key: k}}\n"
+        "models: {m: {targets: [{provider: a, model: x}]}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        compile_file(str(cfg))
+    [issue] = info.value.issues
+    assert issue.path == "ledger.url" and "prepare_threshold" in issue.message
+    assert "secret" not in issue.message

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..usage._db import Database
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,6 +39,8 @@ def default_keystore_url() -> str:
 def _store_url(v: str | None) -> str | None:
     if v is not None and not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ValueError("expected sqlite:///path or postgresql://user@host/db")
+    if v is not None:
+        Database.from_url(v)  # its own parameters (prepare_threshold) checked at load time
     return v
 
 
