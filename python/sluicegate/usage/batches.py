@@ -14,8 +14,8 @@ batch's text (measured with callgrind, rust/ledger_batch.rs). Reading through th
 ~10 us a record (json_each and json_extract), ~10x a plain table's scan, so what reads whole days
 (budgets seeded at start-up, reports over whole days) reads the daily sums instead.
 
-PostgreSQL keeps one row per record (the COPY path in ledger.py): there the inserts are the
-database host's work, not the gateway's.
+PostgreSQL keeps one row per record (ledger_pg.py): it unpacks a batch's JSON text into rows
+itself, so the inserts are the database host's work, not the gateway's.
 """
 
 from __future__ import annotations
