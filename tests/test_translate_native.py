@@ -407,3 +407,77 @@ def test_fields_given_as_null_or_in_range_go_through() -> None:
     # OpenAI's temperature range is 0..2, Anthropic's 0..1: clamped; no max_tokens: the default.
     assert (out["temperature"], out["top_p"], out["stop_sequences"]) == (1.0, 0.5, ["END"])
     assert out["max_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("messages", "says"),
+    [
+        (
+            [{"role": "user", "content": [{"type": "text"}]}],
+            r"messages\.0\.content\.0\.text: expected a string",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+            r"messages\.0\.content\.0\.text: expected",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "text", "text": None}]},
+            ],
+            r"messages\.1\.content\.0\.text: expected a string",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text"}]}],
+                }
+            ],
+            r"messages\.0\.content\.0\.content\.0\.text: expected a string",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image", "source": 5}]}],
+            r'messages\.0\.content\.0\.source\.type: expected "base64", "url" or "file"',
+        ),
+    ],
+)
+def test_a_malformed_messages_block_is_refused_not_dropped(messages: list[Any], says: str) -> None:
+    body = json.dumps({**ANTHROPIC_REQ, "messages": messages}).encode()
+    with pytest.raises(ValueError, match=says):
+        _native.anthropic_request_to_openai(body, "up", "vllm", True)
+
+
+@pytest.mark.parametrize(
+    ("messages", "says"),
+    [
+        (
+            [{"role": "user", "content": [{"type": "text"}]}],
+            r"messages\.0\.content\.0\.text: expected a string",
+        ),
+        (
+            [{"role": "system", "content": [{"type": "text", "text": 1}]}],
+            r"messages\.0\.content\.0\.text: expected",
+        ),
+        (
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": 5}],
+            r"messages\.1\.tool_calls: expected an array",
+        ),
+    ],
+)
+def test_a_malformed_chat_part_is_refused_not_dropped(messages: list[Any], says: str) -> None:
+    body = json.dumps({**OPENAI_REQ, "messages": messages}).encode()
+    with pytest.raises(ValueError, match=says):
+        _native.openai_request_to_anthropic(body, "claude-sonnet-4-6")
+
+
+def test_a_file_image_is_still_replaced_by_a_note() -> None:
+    msgs = [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]
+    out = json.loads(
+        _native.anthropic_request_to_openai(
+            json.dumps({**ANTHROPIC_REQ, "messages": msgs}).encode(), "up", "vllm", True
+        )
+    )
+    assert out["messages"] == [
+        {"role": "user", "content": "[image omitted: file references are not supported]"}
+    ]

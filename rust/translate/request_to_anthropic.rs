@@ -151,11 +151,7 @@ fn plain_text(content: Option<&Value>, at: &str) -> Result<String, String> {
             let mut texts = Vec::new();
             for (k, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
-                            texts.push(t);
-                        }
-                    }
+                    Some("text") => texts.push(part_text(p, &format!("{at}.content.{k}"))?),
                     _ => {
                         return Err(format!(
                             "{at}.content.{k}: only text parts are supported here"
@@ -169,6 +165,14 @@ fn plain_text(content: Option<&Value>, at: &str) -> Result<String, String> {
             "{at}.content: expected a string or an array of parts"
         )),
     }
+}
+
+/// A text part's text: a string, as Chat Completions requires (a part without one would
+/// otherwise vanish from the conversation the model sees).
+fn part_text<'a>(part: &'a Value, at: &str) -> Result<&'a str, String> {
+    part.get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{at}.text: expected a string"))
 }
 
 /// An `image_url` (data URL or http(s) URL) as an Anthropic image block.
@@ -230,7 +234,7 @@ fn user_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, String> 
                 let pat = format!("{at}.content.{k}");
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        let t = p.get("text").and_then(Value::as_str).unwrap_or("");
+                        let t = part_text(p, &pat)?;
                         if !t.is_empty() {
                             blocks.push(json!({"type": "text", "text": t}));
                         }
@@ -296,24 +300,27 @@ fn assistant_blocks(m: &Value, at: &str) -> Result<Vec<Value>, String> {
             ))
         }
     }
-    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-        for (k, c) in calls.iter().enumerate() {
-            let cat = format!("{at}.tool_calls.{k}");
-            let id = c
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{cat}.id: missing"))?;
-            let name = c
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{cat}.function.name: missing"))?;
-            let input = match c.pointer("/function/arguments") {
-                Some(Value::String(s)) => arguments_to_input(s),
-                Some(v @ Value::Object(_)) => v.clone(),
-                _ => json!({}),
-            };
-            blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
-        }
+    let calls = match m.get("tool_calls") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(calls)) => &calls[..],
+        Some(_) => return Err(format!("{at}.tool_calls: expected an array")),
+    };
+    for (k, c) in calls.iter().enumerate() {
+        let cat = format!("{at}.tool_calls.{k}");
+        let id = c
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{cat}.id: missing"))?;
+        let name = c
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{cat}.function.name: missing"))?;
+        let input = match c.pointer("/function/arguments") {
+            Some(Value::String(s)) => arguments_to_input(s),
+            Some(v @ Value::Object(_)) => v.clone(),
+            _ => json!({}),
+        };
+        blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
     }
     Ok(blocks)
 }
@@ -329,7 +336,7 @@ fn tool_result_content(content: Option<&Value>, at: &str) -> Result<Value, Strin
                 let pat = format!("{at}.content.{k}");
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        let t = p.get("text").and_then(Value::as_str).unwrap_or("");
+                        let t = part_text(p, &pat)?;
                         blocks.push(json!({"type": "text", "text": t}));
                     }
                     Some("image_url") => blocks.push(image_block(p, &pat)?),

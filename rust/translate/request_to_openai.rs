@@ -281,10 +281,22 @@ fn image_url(block: &Value, at: &str, opts: &TranslateOptions) -> Result<Image, 
             None => Err(format!("{at}.source.url: missing")),
         },
         // A Files API reference means nothing to another server.
-        _ => Ok(Image::Omitted(
+        Some("file") => Ok(Image::Omitted(
             "[image omitted: file references are not supported]".to_owned(),
         )),
+        _ => Err(format!(
+            "{at}.source.type: expected \"base64\", \"url\" or \"file\""
+        )),
     }
+}
+
+/// A text block's text: a string, as the Messages API requires (a block without one would
+/// otherwise vanish from the conversation the server sees).
+fn text_of<'a>(block: &'a Value, at: &str) -> Result<&'a str, String> {
+    block
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{at}.text: expected a string"))
 }
 
 /// A `document` block as text where it has text; other documents cannot be sent.
@@ -341,7 +353,7 @@ fn convert_user(
     for (j, b) in blocks.iter().enumerate() {
         let at = format!("messages.{i}.content.{j}");
         match b.get("type").and_then(Value::as_str) {
-            Some("text") => rest.text(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("text") => rest.text(text_of(b, &at)?),
             Some("image") => match image_url(b, &at, opts)? {
                 Image::Url(url) => rest.image(url),
                 Image::Omitted(text) => rest.text(&text),
@@ -381,9 +393,7 @@ fn tool_message(
             for (k, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
-                            texts.push(t.to_owned());
-                        }
+                        texts.push(text_of(p, &format!("{at}.content.{k}"))?.to_owned())
                     }
                     Some("image") => match image_url(p, &format!("{at}.content.{k}"), opts)? {
                         Image::Url(url) => {
@@ -439,10 +449,9 @@ fn convert_assistant(
     for (j, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => {
-                if let Some(t) = b.get("text").and_then(Value::as_str) {
-                    if !t.is_empty() {
-                        texts.push(t);
-                    }
+                let t = text_of(b, &format!("messages.{i}.content.{j}"))?;
+                if !t.is_empty() {
+                    texts.push(t);
                 }
             }
             Some("thinking") => {
