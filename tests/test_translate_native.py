@@ -448,6 +448,12 @@ def test_a_malformed_messages_block_is_refused_not_dropped(messages: list[Any], 
         _native.anthropic_request_to_openai(body, "up", "vllm", True)
 
 
+def test_a_system_text_block_without_text_is_refused() -> None:
+    body = json.dumps({**ANTHROPIC_REQ, "system": [{"type": "text", "text": "a"}, {"type": "text"}]}).encode()
+    with pytest.raises(ValueError, match=r"system\.1\.text: expected a string"):
+        _native.anthropic_request_to_openai(body, "up", "vllm", True)
+
+
 @pytest.mark.parametrize(
     ("messages", "says"),
     [

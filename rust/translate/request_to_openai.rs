@@ -99,13 +99,12 @@ fn system_text(system: &Value) -> Result<String, String> {
         }
         Value::Array(blocks) => {
             let mut parts = Vec::new();
-            for b in blocks {
+            for (k, b) in blocks.iter().enumerate() {
                 match b.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        if let Some(t) = b.get("text").and_then(Value::as_str) {
-                            if !t.is_empty() && !t.starts_with(BILLING_HEADER) {
-                                parts.push(t);
-                            }
+                        let t = text_of(b, &format!("system.{k}"))?;
+                        if !t.is_empty() && !t.starts_with(BILLING_HEADER) {
+                            parts.push(t);
                         }
                     }
                     _ => return Err("system: only text blocks are supported".into()),
