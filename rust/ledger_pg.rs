@@ -8,9 +8,12 @@
 //! the whole statement; a NUL in a header a client sent would otherwise cost the batch's other
 //! records their one-statement write. Here it becomes U+FFFD, as a text column can store it.
 
-use memchr::memchr;
+use std::borrow::Cow;
+
+use memchr::{memchr, memmem};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use crate::row_queue::LedgerBatch;
 
@@ -18,7 +21,7 @@ use crate::row_queue::LedgerBatch;
 impl LedgerBatch {
     /// The records' JSON text (`[[...],...]`) with every `\u0000` as `\ufffd`; None once a
     /// writer has taken the batch.
-    fn records_for_postgres(&self) -> PyResult<Option<String>> {
+    fn records_for_postgres<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
         let Ok(slot) = self.batch.lock() else {
             return Ok(None);
         };
@@ -26,14 +29,18 @@ impl LedgerBatch {
             return Ok(None);
         };
         let text = without_nul_escapes(&batch.records);
-        String::from_utf8(text)
-            .map(Some)
+        std::str::from_utf8(&text)
+            .map(|t| Some(PyString::new(py, t)))
             .map_err(|_| PyValueError::new_err("a ledger batch's text is not UTF-8"))
     }
 }
 
-/// `json` with each `\u0000` escape (not an escaped backslash followed by `u0000`) as `\ufffd`.
-pub fn without_nul_escapes(json: &[u8]) -> Vec<u8> {
+/// `json` with each `\u0000` escape (not an escaped backslash followed by `u0000`) as `\ufffd`;
+/// borrowed as it is when it has none (nearly always).
+pub fn without_nul_escapes(json: &[u8]) -> Cow<'_, [u8]> {
+    if memmem::find(json, b"u0000").is_none() {
+        return Cow::Borrowed(json);
+    }
     let mut out = Vec::with_capacity(json.len());
     let mut rest = json;
     while let Some(at) = memchr(b'\\', rest) {
@@ -50,7 +57,7 @@ pub fn without_nul_escapes(json: &[u8]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(rest);
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -58,7 +65,7 @@ mod tests {
     use super::without_nul_escapes;
 
     fn clean(s: &str) -> String {
-        String::from_utf8(without_nul_escapes(s.as_bytes())).unwrap_or_default()
+        String::from_utf8(without_nul_escapes(s.as_bytes()).into_owned()).unwrap_or_default()
     }
 
     #[test]
@@ -84,7 +91,7 @@ mod tests {
 
     #[test]
     fn a_cut_escape_at_the_end_is_kept() {
-        assert_eq!(without_nul_escapes(b"\\"), b"\\");
-        assert_eq!(without_nul_escapes(b"\\u00"), b"\\u00");
+        assert_eq!(&*without_nul_escapes(b"\\"), b"\\");
+        assert_eq!(&*without_nul_escapes(b"\\u00"), b"\\u00");
     }
 }

@@ -350,44 +350,94 @@ ANTHROPIC_REQ = {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "
 OPENAI_REQ = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "says"),
-    [
-        ("max_tokens", [], "max_tokens: expected an integer of at least 1"),
-        ("max_tokens", 0, "max_tokens: expected an integer of at least 1"),
-        ("max_tokens", 2.5, "max_tokens: expected an integer of at least 1"),
-        ("temperature", False, "temperature: expected a number from 0 to 1"),
-        ("temperature", 1.5, "temperature: expected a number from 0 to 1"),
-        ("top_p", "high", "top_p: expected a number from 0 to 1"),
-        ("top_k", -3, "top_k: expected an integer of at least 0"),
-        ("stop_sequences", "END", "stop_sequences: expected an array of strings"),
-        ("stop_sequences", ["END", 7], "stop_sequences: expected an array of strings"),
-        ("stream", {"on": True}, "stream: expected true or false"),
-    ],
-)
-def test_a_wrongly_typed_messages_field_is_refused_not_dropped(field: str, value: Any, says: str) -> None:
-    body = json.dumps({**ANTHROPIC_REQ, field: value}).encode()
-    with pytest.raises(ValueError, match=says):
-        _native.anthropic_request_to_openai(body, "up", "vllm", True)
+def _translate(api: str, patch: dict[str, Any]) -> bytes:
+    """A request in `api`'s format ("messages" or "chat") with `patch` applied, translated."""
+    if api == "messages":
+        return _native.anthropic_request_to_openai(
+            json.dumps({**ANTHROPIC_REQ, **patch}).encode(), "up", "vllm", True
+        )
+    return _native.openai_request_to_anthropic(
+        json.dumps({**OPENAI_REQ, **patch}).encode(), "claude-sonnet-4-6"
+    )
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "says"),
-    [
-        ("max_tokens", "64", "max_tokens: expected an integer of at least 1"),
-        ("max_completion_tokens", -1, "max_completion_tokens: expected an integer of at least 1"),
-        ("temperature", 2.5, "temperature: expected a number from 0 to 2"),
-        ("top_p", [1], "top_p: expected a number from 0 to 1"),
-        ("stop", 3, "stop: expected a string or an array of strings"),
-        ("stream", "yes", "stream: expected true or false"),
-        ("n", 3, "n: only one choice per request is supported"),
-        ("n", "1", "n: expected an integer of at least 1"),
-    ],
-)
-def test_a_wrongly_typed_chat_field_is_refused_not_dropped(field: str, value: Any, says: str) -> None:
-    body = json.dumps({**OPENAI_REQ, field: value}).encode()
+def _user(*blocks: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": list(blocks)}]}
+
+
+REFUSED: list[tuple[str, dict[str, Any], str]] = [
+    # Scalar fields, as each API types them.
+    ("messages", {"max_tokens": []}, "max_tokens: expected an integer of at least 1"),
+    ("messages", {"max_tokens": 0}, "max_tokens: expected an integer of at least 1"),
+    ("messages", {"max_tokens": 2.5}, "max_tokens: expected an integer of at least 1"),
+    ("messages", {"temperature": False}, "temperature: expected a number from 0 to 1"),
+    ("messages", {"temperature": 1.5}, "temperature: expected a number from 0 to 1"),
+    ("messages", {"top_p": "high"}, "top_p: expected a number from 0 to 1"),
+    ("messages", {"top_k": -3}, "top_k: expected an integer of at least 0"),
+    ("messages", {"stop_sequences": "END"}, "stop_sequences: expected an array of strings"),
+    ("messages", {"stop_sequences": ["END", 7]}, "stop_sequences: expected an array of strings"),
+    ("messages", {"stream": {"on": True}}, "stream: expected true or false"),
+    ("chat", {"max_tokens": "64"}, "max_tokens: expected an integer of at least 1"),
+    ("chat", {"max_completion_tokens": -1}, "max_completion_tokens: expected an integer of at least 1"),
+    ("chat", {"temperature": 2.5}, "temperature: expected a number from 0 to 2"),
+    ("chat", {"top_p": [1]}, "top_p: expected a number from 0 to 1"),
+    ("chat", {"stop": 3}, "stop: expected a string or an array of strings"),
+    ("chat", {"stream": "yes"}, "stream: expected true or false"),
+    ("chat", {"n": 3}, "n: only one choice per request is supported"),
+    ("chat", {"n": "1"}, "n: expected an integer of at least 1"),
+    # The parts of a block the translation reads.
+    ("messages", _user({"type": "text"}), r"messages\.0\.content\.0\.text: expected a string"),
+    ("messages", _user({"type": "text", "text": 5}), r"messages\.0\.content\.0\.text: expected"),
+    (
+        "messages",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "text"}]},
+            ]
+        },
+        r"messages\.1\.content\.0\.text: expected a string",
+    ),
+    (
+        "messages",
+        _user({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text"}]}),
+        r"messages\.0\.content\.0\.content\.0\.text: expected a string",
+    ),
+    (
+        "messages",
+        _user({"type": "image", "source": 5}),
+        r'messages\.0\.content\.0\.source\.type: expected "base64", "url" or "file"',
+    ),
+    (
+        "messages",
+        {"system": [{"type": "text", "text": "a"}, {"type": "text"}]},
+        r"system\.1\.text: expected a string",
+    ),
+    ("chat", _user({"type": "text"}), r"messages\.0\.content\.0\.text: expected a string"),
+    (
+        "chat",
+        {"messages": [{"role": "system", "content": [{"type": "text", "text": 1}]}]},
+        r"messages\.0\.content\.0\.text: expected",
+    ),
+    (
+        "chat",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": None, "tool_calls": 5},
+            ]
+        },
+        r"messages\.1\.tool_calls: expected an array",
+    ),
+]
+
+
+@pytest.mark.parametrize(("api", "patch", "says"), REFUSED)
+def test_a_malformed_field_or_block_is_refused_not_dropped(
+    api: str, patch: dict[str, Any], says: str
+) -> None:
     with pytest.raises(ValueError, match=says):
-        _native.openai_request_to_anthropic(body, "claude-sonnet-4-6")
+        _translate(api, patch)
 
 
 def test_fields_given_as_null_or_in_range_go_through() -> None:
@@ -407,74 +457,6 @@ def test_fields_given_as_null_or_in_range_go_through() -> None:
     # OpenAI's temperature range is 0..2, Anthropic's 0..1: clamped; no max_tokens: the default.
     assert (out["temperature"], out["top_p"], out["stop_sequences"]) == (1.0, 0.5, ["END"])
     assert out["max_tokens"] > 0
-
-
-@pytest.mark.parametrize(
-    ("messages", "says"),
-    [
-        (
-            [{"role": "user", "content": [{"type": "text"}]}],
-            r"messages\.0\.content\.0\.text: expected a string",
-        ),
-        (
-            [{"role": "user", "content": [{"type": "text", "text": 5}]}],
-            r"messages\.0\.content\.0\.text: expected",
-        ),
-        (
-            [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": [{"type": "text", "text": None}]},
-            ],
-            r"messages\.1\.content\.0\.text: expected a string",
-        ),
-        (
-            [
-                {
-                    "role": "user",
-                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text"}]}],
-                }
-            ],
-            r"messages\.0\.content\.0\.content\.0\.text: expected a string",
-        ),
-        (
-            [{"role": "user", "content": [{"type": "image", "source": 5}]}],
-            r'messages\.0\.content\.0\.source\.type: expected "base64", "url" or "file"',
-        ),
-    ],
-)
-def test_a_malformed_messages_block_is_refused_not_dropped(messages: list[Any], says: str) -> None:
-    body = json.dumps({**ANTHROPIC_REQ, "messages": messages}).encode()
-    with pytest.raises(ValueError, match=says):
-        _native.anthropic_request_to_openai(body, "up", "vllm", True)
-
-
-def test_a_system_text_block_without_text_is_refused() -> None:
-    body = json.dumps({**ANTHROPIC_REQ, "system": [{"type": "text", "text": "a"}, {"type": "text"}]}).encode()
-    with pytest.raises(ValueError, match=r"system\.1\.text: expected a string"):
-        _native.anthropic_request_to_openai(body, "up", "vllm", True)
-
-
-@pytest.mark.parametrize(
-    ("messages", "says"),
-    [
-        (
-            [{"role": "user", "content": [{"type": "text"}]}],
-            r"messages\.0\.content\.0\.text: expected a string",
-        ),
-        (
-            [{"role": "system", "content": [{"type": "text", "text": 1}]}],
-            r"messages\.0\.content\.0\.text: expected",
-        ),
-        (
-            [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": 5}],
-            r"messages\.1\.tool_calls: expected an array",
-        ),
-    ],
-)
-def test_a_malformed_chat_part_is_refused_not_dropped(messages: list[Any], says: str) -> None:
-    body = json.dumps({**OPENAI_REQ, "messages": messages}).encode()
-    with pytest.raises(ValueError, match=says):
-        _native.openai_request_to_anthropic(body, "claude-sonnet-4-6")
 
 
 def test_a_file_image_is_still_replaced_by_a_note() -> None:

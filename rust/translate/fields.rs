@@ -7,20 +7,29 @@
 
 use serde_json::{Map, Value};
 
-fn given<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    req.get(key).filter(|v| !v.is_null())
+/// `key`'s value read by `read`, or the error saying what was `expected`.
+fn read<T>(
+    req: &Map<String, Value>,
+    key: &str,
+    read: impl FnOnce(&Value) -> Option<T>,
+    expected: impl FnOnce() -> String,
+) -> Result<Option<T>, String> {
+    match req.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => read(v)
+            .map(Some)
+            .ok_or_else(|| format!("{key}: expected {}", expected())),
+    }
 }
 
 /// An integer of at least `min`.
 pub fn int_at_least(req: &Map<String, Value>, key: &str, min: u64) -> Result<Option<u64>, String> {
-    match given(req, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|&n| n >= min)
-            .map(Some)
-            .ok_or_else(|| format!("{key}: expected an integer of at least {min}")),
-    }
+    read(
+        req,
+        key,
+        |v| v.as_u64().filter(|&n| n >= min),
+        || format!("an integer of at least {min}"),
+    )
 }
 
 /// A number in `lo..=hi`.
@@ -30,24 +39,16 @@ pub fn number_in(
     lo: f64,
     hi: f64,
 ) -> Result<Option<f64>, String> {
-    match given(req, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| (lo..=hi).contains(x))
-            .map(Some)
-            .ok_or_else(|| format!("{key}: expected a number from {lo} to {hi}")),
-    }
+    read(
+        req,
+        key,
+        |v| v.as_f64().filter(|x| (lo..=hi).contains(x)),
+        || format!("a number from {lo} to {hi}"),
+    )
 }
 
 pub fn boolean(req: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
-    match given(req, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| format!("{key}: expected true or false")),
-    }
+    read(req, key, Value::as_bool, || "true or false".into())
 }
 
 /// An array of strings (or, where `one_string` allows it, a single string).
@@ -56,17 +57,19 @@ pub fn strings(
     key: &str,
     one_string: bool,
 ) -> Result<Vec<Value>, String> {
-    let expected = if one_string {
-        "a string or an array of strings"
-    } else {
-        "an array of strings"
+    let strings = |v: &Value| match v {
+        Value::String(s) if one_string => Some(vec![Value::String(s.clone())]),
+        Value::Array(items) if items.iter().all(Value::is_string) => Some(items.clone()),
+        _ => None,
     };
-    match given(req, key) {
-        None => Ok(Vec::new()),
-        Some(Value::String(s)) if one_string => Ok(vec![Value::String(s.clone())]),
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(items.clone()),
-        Some(_) => Err(format!("{key}: expected {expected}")),
-    }
+    let expected = || {
+        if one_string {
+            "a string or an array of strings".to_owned()
+        } else {
+            "an array of strings".to_owned()
+        }
+    };
+    Ok(read(req, key, strings, expected)?.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -321,29 +321,32 @@ class Ledger:
                     "ledger store rejected a batch; dropped it", dropped=batch.n, error=str(exc).strip()[:300]
                 )
                 return 0
+        if isinstance(batch, _native.LedgerBatch):
+            # PostgreSQL: the batch's text in one statement.
+            text = batch.records_for_postgres()
+            if text is None:
+                return 0
+            try:
+                ledger_pg.write_batch(conn, self._pg_batch_sql, text)
+                return int(batch.n)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                # A value PostgreSQL refuses (one past its column's range, say).
+                return self._write_one_by_one(conn, [tuple(r) for r in json.loads(text)], exc)
         try:
-            if isinstance(batch, _native.LedgerBatch):
-                text = batch.records_for_postgres()
-                if text is None:
-                    return 0
-                try:
-                    ledger_pg.write_batch(conn, self._pg_batch_sql, text)
-                    return int(batch.n)
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception:
-                    # A value PostgreSQL refuses (one past its column's range, say): the records
-                    # one by one, below, so that only those it refuses are dropped.
-                    batch = [tuple(r) for r in json.loads(text)]
-                    raise
             self._write(conn, batch)
             return len(batch)
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
-            first = exc
+            return self._write_one_by_one(conn, batch, exc)
+
+    def _write_one_by_one(self, conn: Any, rows: list[tuple[Any, ...]], first: Exception) -> int:
+        """Rows of a batch the store refused (`first`), one at a time: only those it refuses are
+        dropped."""
         bad = 0
-        for row in batch:
+        for row in rows:
             try:
                 self._write(conn, [row])
             except TRANSIENT_ERRORS:
@@ -352,7 +355,7 @@ class Ledger:
                 bad += 1
         self._refused += bad
         log.error("ledger store rejected records; dropped them", dropped=bad, error=str(first).strip()[:300])
-        return len(batch) - bad
+        return len(rows) - bad
 
     # -- reading -----------------------------------------------------------------------------------
     def _read_conn(self) -> Any:
