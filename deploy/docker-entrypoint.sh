@@ -7,8 +7,8 @@
 #
 # `serve` takes its options from the SLUICEGATE_* variables (SLUICEGATE_CONFIG,
 # SLUICEGATE_SNAPSHOT, SLUICEGATE_HOST, SLUICEGATE_PORT, SLUICEGATE_WORKERS, SLUICEGATE_DRAIN_S,
-# SLUICEGATE_WATCH_S, SLUICEGATE_HTTP, SLUICEGATE_SCHED, SLUICEGATE_MALLOC, and SLUICEGATE_STATE_DIR for the
-# embedded stores); options given as arguments win over them. SLUICEGATE_BIN says how to
+# SLUICEGATE_WATCH_S, SLUICEGATE_HTTP, SLUICEGATE_SERVER, SLUICEGATE_SCHED, SLUICEGATE_MALLOC, and
+# SLUICEGATE_STATE_DIR for the embedded stores); options given as arguments win over them. SLUICEGATE_BIN says how to
 # call sluicegate (default `sluicegate`; `python -m sluicegate.cli` works from a source tree).
 #
 # Compiling first means a broken config stops the container with every error and its YAML

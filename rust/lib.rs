@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 pub mod accounting;
 pub mod exchange;
+pub mod front;
 pub mod headers;
 pub mod http1;
 pub mod json_float;
@@ -47,5 +48,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request::replace_model, m)?)?;
     m.add_function(wrap_pyfunction!(request::ask_for_usage, m)?)?;
     translate::py::register(m)?;
+    front::py::register(m)?;
     Ok(())
 }

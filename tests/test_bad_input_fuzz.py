@@ -18,6 +18,7 @@ After each group: the access lines and event lines hold no Traceback, no "intern
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import time
@@ -108,6 +109,10 @@ def gw(up: FakeUpstream) -> Iterator[GatewayProcess]:
 # ---- the wire --------------------------------------------------------------------------------
 
 
+# The suite runs against `sluicegate serve --server native` too (SLUICEGATE_SERVER=native).
+NATIVE_FRONT = os.environ.get("SLUICEGATE_SERVER") == "native"
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -116,11 +121,16 @@ class Case:
     half_close: bool = False  # shut the write side after sending (the body ends early)
     protocol: bool = False  # refused by the HTTP layer before the application: a 4xx, maybe bare
     expect: int | None = None  # the status the docs promise, where they promise one
+    # Framing Granian hands on to the application but the native front refuses itself (a 4xx
+    # in the API's shape, before any application code): no access line there.
+    front_refuses: bool = False
 
     @property
     def reaches_v1(self) -> bool:
         """The application gets it on a /v1/ path, which always ends in an access line."""
-        return not self.protocol and self.raw.split(b" ", 2)[1].startswith(b"/v1/")
+        if self.protocol or (self.front_refuses and NATIVE_FRONT):
+            return False
+        return self.raw.split(b" ", 2)[1].startswith(b"/v1/")
 
 
 @dataclass
@@ -717,11 +727,15 @@ def framing_cases() -> list[Case]:
             case("chunked", te + b"\r\n" + chunked(ok), expect=200),
             case("chunked with extensions", te + b"\r\n" + chunked(ok, 50, b";x=y"), expect=200),
             case("chunked, cut short", te + b"\r\n" + chunked(ok)[:40], half_close=True, expect=400),
-            case("chunked, bad size", te + b"\r\nzz\r\nabc\r\n0\r\n\r\n"),
+            case("chunked, bad size", te + b"\r\nzz\r\nabc\r\n0\r\n\r\n", front_refuses=True),
             case(
                 "chunked over the limit", te + b"\r\n" + chunked(ok + b" " * MAX_BODY, 64 * 1024), expect=413
             ),
-            case("chunked and Content-Length", te + b"Content-Length: 3\r\n\r\n" + chunked(ok)),
+            case(
+                "chunked and Content-Length",
+                te + b"Content-Length: 3\r\n\r\n" + chunked(ok),
+                front_refuses=True,
+            ),
             case(
                 "Expect: 100-continue",
                 head + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(ok) + ok,

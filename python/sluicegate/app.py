@@ -86,7 +86,7 @@ async def _whole_body(proto: Any) -> bytes:
     request, answered 400 like one, not an internal error."""
     try:
         body: bytes = await proto()
-    except ProtocolClosed:
+    except (ProtocolClosed, _native.ClientClosed):
         raise GatewayError(
             400, "request body ended before the length its Content-Length header gave"
         ) from None
@@ -241,11 +241,14 @@ class Gateway:
         # endless body never has to fit in memory first.
         parts: list[bytes] = []
         size = 0
-        async for chunk in proto:
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"request body is over the limit of {limit} bytes")
-            parts.append(chunk)
+        try:
+            async for chunk in proto:
+                size += len(chunk)
+                if size > limit:
+                    raise GatewayError(413, f"request body is over the limit of {limit} bytes")
+                parts.append(chunk)
+        except (ProtocolClosed, _native.ClientClosed):
+            raise GatewayError(400, "request body ended before its last chunk") from None
         return b"".join(parts)
 
     # -- /v1/messages and /v1/messages/count_tokens ----------------------------------------------

@@ -84,6 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         os.environ["SLUICEGATE_SNAPSHOT"] = str(Path(snapshot).absolute())
         os.environ.pop("SLUICEGATE_CONFIG", None)
+    if args.server == "native" and args.http != "1":
+        print("sluicegate serve: --server native speaks HTTP/1.1 only (--http 1)", file=sys.stderr)
+        return 2
     serve(
         ServeOptions(
             host=args.host,
@@ -92,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             drain_s=args.drain_s,
             http=args.http,
             sched=args.sched,
+            server=args.server,
         )
     )
     return 0
@@ -143,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--http", choices=["1", "2", "auto"], default=_env("SLUICEGATE_HTTP", "1"), help="[SLUICEGATE_HTTP]"
+    )
+    p.add_argument(
+        "--server",
+        choices=["granian", "native"],
+        default=_env("SLUICEGATE_SERVER", "granian"),
+        help="granian, or native: sluicegate's own HTTP/1.1 front, where the event loop writes to "
+        "the client socket itself (less CPU per event; HTTP/1.1 only) [SLUICEGATE_SERVER]",
     )
     p.add_argument(
         "--sched",

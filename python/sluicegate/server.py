@@ -1,4 +1,5 @@
-"""Run the gateway under Granian: one main process, N worker processes, each with its own loop.
+"""Run the gateway under Granian (or the native front): one main process, N worker processes,
+each with its own loop.
 
 Granian's own SIGHUP behaviour respawns workers; sluicegate instead forwards SIGHUP to the
 workers, which recompile and swap their snapshot in place, so streams in flight keep going.
@@ -27,6 +28,8 @@ class ServeOptions:
     http: str = "1"
     runtime_threads: int = 1
     sched: str = "batch"
+    # "granian", or "native": sluicegate's own HTTP/1.1 front on the worker's loop (front/).
+    server: str = "granian"
 
 
 class _GatewayServer(Server):  # type: ignore[misc,valid-type]
@@ -87,8 +90,13 @@ def _set_sched(policy: str) -> None:
 
 
 def serve(opts: ServeOptions) -> None:
-    _install_drain_hook(opts.drain_s)
     _set_sched(opts.sched)
+    if opts.server == "native":
+        from .front.server import serve_front
+
+        serve_front(opts.host, opts.port, opts.workers, opts.drain_s)
+        return
+    _install_drain_hook(opts.drain_s)
     server = _GatewayServer(
         "sluicegate.app:app",
         address=opts.host,
