@@ -18,10 +18,20 @@ from typing import Any
 from .. import log
 from .connection import FrontConnection
 
-# A connection that has sent part of a request and then nothing for this long is answered 408;
-# one idle between requests for KEEPALIVE_S is closed.
-READ_TIMEOUT_S = 30.0
-KEEPALIVE_S = 75.0
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+# A connection that has sent part of a request (head or body) and then nothing for this long is
+# answered 408 and closed; one idle between requests for KEEPALIVE_S is closed. Checked once a
+# second, so they hold to within a second.
+READ_TIMEOUT_S = _seconds("SLUICEGATE_READ_TIMEOUT_S", 30.0)
+KEEPALIVE_S = _seconds("SLUICEGATE_KEEPALIVE_S", 75.0)
 _SWEEP_S = 1.0
 
 
