@@ -77,8 +77,10 @@ def _run_worker(sock: socket.socket, drain_s: float) -> None:
 
     from ..app import app
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    # Until the app installs its reload handler, a SIGHUP must not end the worker (its default).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     app.__rsgi_init__(loop)
