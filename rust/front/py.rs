@@ -356,98 +356,96 @@ impl FrontCore {
 
     /// One step of `advance`, inside the borrow: what to do next.
     fn step(this: &mut FrontCore, py: Python<'_>) -> PyResult<Step> {
-        {
-            match &mut this.phase {
-                Phase::Closed => Ok(Step::Wait),
-                Phase::Busy => {
-                    if this.buf.len() > PIPELINE_LIMIT && !this.paused {
-                        this.paused = true;
-                        if let Some(t) = &this.transport {
-                            t.bind(py).call_method0(intern!(py, "pause_reading"))?;
-                        }
+        match &mut this.phase {
+            Phase::Closed => Ok(Step::Wait),
+            Phase::Busy => {
+                if this.buf.len() > PIPELINE_LIMIT && !this.paused {
+                    this.paused = true;
+                    if let Some(t) = &this.transport {
+                        t.bind(py).call_method0(intern!(py, "pause_reading"))?;
                     }
-                    Ok(Step::Wait)
                 }
-                Phase::Idle => {
-                    if this.buf.is_empty() {
+                Ok(Step::Wait)
+            }
+            Phase::Idle => {
+                if this.buf.is_empty() {
+                    return Ok(Step::Wait);
+                }
+                let (head, used) = match parse_head(&this.buf) {
+                    Ok(None) => return Ok(Step::Wait),
+                    Ok(Some(found)) => found,
+                    Err(r) => {
+                        let openai = this.buf.starts_with(b"POST /v1/chat/");
+                        this.refuse(py, &r, openai)?;
                         return Ok(Step::Wait);
                     }
-                    let (head, used) = match parse_head(&this.buf) {
-                        Ok(None) => return Ok(Step::Wait),
-                        Ok(Some(found)) => found,
+                };
+                this.buf.drain(..used);
+                let (left, chunked) = match head.framing {
+                    Framing::None => (0, None),
+                    Framing::Length(n) => (n, None),
+                    Framing::Chunked => (0, Some(ChunkedBody::default())),
+                };
+                if left > this.max_body as u64 {
+                    // The app refuses it by its declared length, in its API's shape.
+                    let p = Pending {
+                        head,
+                        body: Vec::new(),
+                        left,
+                        chunked: None,
+                    };
+                    this.buf = Vec::new();
+                    return Ok(Step::Dispatch(Box::new(p)));
+                }
+                if head.expect_continue {
+                    this.write(py, b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                }
+                // Grown as bytes come: a declared length is not yet a body.
+                let capacity = usize::try_from(left).unwrap_or(0).min(1 << 20);
+                this.phase = Phase::Body(Box::new(Pending {
+                    head,
+                    body: Vec::with_capacity(capacity),
+                    left,
+                    chunked,
+                }));
+                Ok(Step::Again)
+            }
+            Phase::Body(p) => {
+                let over = if let Some(c) = p.chunked.as_mut() {
+                    match c.feed(&this.buf, &mut p.body) {
+                        Ok(n) => {
+                            this.buf.drain(..n);
+                        }
                         Err(r) => {
-                            let openai = this.buf.starts_with(b"POST /v1/chat/");
+                            let openai = p.head.path.starts_with("/v1/chat/");
                             this.refuse(py, &r, openai)?;
                             return Ok(Step::Wait);
                         }
-                    };
-                    this.buf.drain(..used);
-                    let (left, chunked) = match head.framing {
-                        Framing::None => (0, None),
-                        Framing::Length(n) => (n, None),
-                        Framing::Chunked => (0, Some(ChunkedBody::default())),
-                    };
-                    if left > this.max_body as u64 {
-                        // The app refuses it by its declared length, in its API's shape.
-                        let p = Pending {
-                            head,
-                            body: Vec::new(),
-                            left,
-                            chunked: None,
-                        };
-                        this.buf = Vec::new();
-                        return Ok(Step::Dispatch(Box::new(p)));
                     }
-                    if head.expect_continue {
-                        this.write(py, b"HTTP/1.1 100 Continue\r\n\r\n")?;
-                    }
-                    // Grown as bytes come: a declared length is not yet a body.
-                    let capacity = usize::try_from(left).unwrap_or(0).min(1 << 20);
-                    this.phase = Phase::Body(Box::new(Pending {
-                        head,
-                        body: Vec::with_capacity(capacity),
-                        left,
-                        chunked,
-                    }));
-                    Ok(Step::Again)
-                }
-                Phase::Body(p) => {
-                    let over = if let Some(c) = p.chunked.as_mut() {
-                        match c.feed(&this.buf, &mut p.body) {
-                            Ok(n) => {
-                                this.buf.drain(..n);
-                            }
-                            Err(r) => {
-                                let openai = p.head.path.starts_with("/v1/chat/");
-                                this.refuse(py, &r, openai)?;
-                                return Ok(Step::Wait);
-                            }
-                        }
-                        if !c.done() && p.body.len() <= this.max_body {
-                            return Ok(Step::Wait);
-                        }
-                        !c.done()
-                    } else {
-                        let take = this
-                            .buf
-                            .len()
-                            .min(usize::try_from(p.left).unwrap_or(usize::MAX));
-                        p.body.extend_from_slice(&this.buf[..take]);
-                        this.buf.drain(..take);
-                        p.left -= take as u64;
-                        if p.left > 0 {
-                            return Ok(Step::Wait);
-                        }
-                        false
-                    };
-                    let Phase::Body(p) = std::mem::replace(&mut this.phase, Phase::Busy) else {
+                    if !c.done() && p.body.len() <= this.max_body {
                         return Ok(Step::Wait);
-                    };
-                    if over {
-                        this.buf = Vec::new();
                     }
-                    Ok(Step::Dispatch(p))
+                    !c.done()
+                } else {
+                    let take = this
+                        .buf
+                        .len()
+                        .min(usize::try_from(p.left).unwrap_or(usize::MAX));
+                    p.body.extend_from_slice(&this.buf[..take]);
+                    this.buf.drain(..take);
+                    p.left -= take as u64;
+                    if p.left > 0 {
+                        return Ok(Step::Wait);
+                    }
+                    false
+                };
+                let Phase::Body(p) = std::mem::replace(&mut this.phase, Phase::Busy) else {
+                    return Ok(Step::Wait);
+                };
+                if over {
+                    this.buf = Vec::new();
                 }
+                Ok(Step::Dispatch(p))
             }
         }
     }
