@@ -21,6 +21,7 @@ use pyo3::types::PyTuple;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
+use crate::civil_date::civil_from_days;
 use crate::ledger_batch::{Batch, Refusal, Sums};
 use crate::ledger_shape::{Shape, ShapeArg};
 use crate::row_queue::LedgerBatch;
@@ -28,17 +29,7 @@ use crate::row_queue::LedgerBatch;
 /// The UTC day of a unix time as "YYYY-MM-DD", the ledger's `day` column (what
 /// `time.strftime("%Y-%m-%d", time.gmtime(ts))` gives), appended to `out`.
 pub fn push_utc_day(ts: f64, out: &mut String) {
-    let days = (ts / 86400.0).floor() as i64;
-    // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days((ts / 86400.0).floor() as i64);
     out.push_str(&format!("{year:04}-{month:02}-{day:02}"));
 }
 

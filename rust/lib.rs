@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 pub mod accounting;
+pub mod civil_date;
 pub mod exchange;
 pub mod front;
 pub mod headers;

@@ -23,7 +23,6 @@ __all__ = [
     "RequestInfo",
     "RequestSink",
     "RowQueue",
-    "Sent",
     "SqliteLedgerWriter",
     "Stream",
     "StreamTranslator",
@@ -234,15 +233,9 @@ class ClientClosed(ConnectionError):
     """The client closed the connection (or its side of it) before the body or the answer was complete."""
 
 @final
-class Sent:
-    """What Stream.send_bytes returns: an awaitable that is already done."""
-
-    def __await__(self) -> Self: ...
-    def __next__(self) -> None: ...
-
-@final
 class Ready:
-    """An awaitable whose value is already known (the request body)."""
+    """An awaitable whose value is already known: the request body, or None (what
+    Stream.send_bytes returns)."""
 
     def __await__(self) -> Self: ...
     def __next__(self) -> None: ...
@@ -267,8 +260,8 @@ class Headers:
 
 @final
 class Stream:
-    def send_bytes(self, data: bytes) -> Sent: ...
-    def send_str(self, data: str) -> Sent: ...
+    def send_bytes(self, data: bytes) -> Ready: ...
+    def send_str(self, data: str) -> Ready: ...
 
 @final
 class Request:

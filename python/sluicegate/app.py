@@ -76,6 +76,10 @@ def _settle_gc(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(_GC_SWEEP_S, sweep)
 
 
+# A body read that ended before the body did: Granian's error, or the native front's.
+_BODY_CUT_SHORT = (ProtocolClosed, _native.ClientClosed)
+
+
 def _not_allowed(method: str, path: str) -> GatewayError:
     return GatewayError(405, f"method {method} not allowed on {path}")
 
@@ -86,7 +90,7 @@ async def _whole_body(proto: Any) -> bytes:
     request, answered 400 like one, not an internal error."""
     try:
         body: bytes = await proto()
-    except (ProtocolClosed, _native.ClientClosed):
+    except _BODY_CUT_SHORT:
         raise GatewayError(
             400, "request body ended before the length its Content-Length header gave"
         ) from None
@@ -247,7 +251,7 @@ class Gateway:
                 if size > limit:
                     raise GatewayError(413, f"request body is over the limit of {limit} bytes")
                 parts.append(chunk)
-        except (ProtocolClosed, _native.ClientClosed):
+        except _BODY_CUT_SHORT:
             raise GatewayError(400, "request body ended before its last chunk") from None
         return b"".join(parts)
 

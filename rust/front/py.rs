@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyString};
 use pyo3::PyTraverseError;
 
 use super::parse::{parse_head, ChunkedBody, Framing, Refusal, RequestHead};
-use super::response::{write_chunk, write_head, BodyFraming, DateCache};
+use super::response::{chunk_size_line, write_head, BodyFraming, DateCache};
 
 pyo3::create_exception!(
     sluicegate._native,
@@ -27,22 +27,8 @@ pyo3::create_exception!(
 /// Bytes queued behind a request in progress (pipelining) before the front stops reading.
 const PIPELINE_LIMIT: usize = 256 * 1024;
 
-/// The awaitable `send_bytes` returns: already done, nothing to wait for.
-#[pyclass(module = "sluicegate._native", frozen)]
-pub struct Sent;
-
-#[pymethods]
-impl Sent {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&self) -> Option<()> {
-        None
-    }
-}
-
-/// An awaitable whose value is already known (the request body).
+/// An awaitable whose value is already known: the request body, or (one per connection, its
+/// value None) what `send_bytes` returns, there being nothing to wait for.
 #[pyclass(module = "sluicegate._native")]
 pub struct Ready {
     value: Option<Py<PyAny>>,
@@ -191,6 +177,8 @@ enum Answer {
 #[pyclass(module = "sluicegate._native", subclass)]
 pub struct FrontCore {
     transport: Option<Py<PyAny>>,
+    /// `transport.write`, looked up once: it runs for every chunk of a stream.
+    writer: Option<Py<PyAny>>,
     buf: Vec<u8>,
     phase: Phase,
     answer: Answer,
@@ -205,16 +193,20 @@ pub struct FrontCore {
     paused: bool,
     last_active: Instant,
     dates: DateCache,
-    sent: Option<Py<Sent>>,
+    /// The `Ready` every `send_bytes` returns.
+    sent: Option<Py<Ready>>,
     client: String,
     server: String,
 }
 
 impl FrontCore {
     fn write(&self, py: Python<'_>, bytes: &[u8]) -> PyResult<()> {
-        if let Some(t) = &self.transport {
-            t.bind(py)
-                .call_method1(intern!(py, "write"), (PyBytes::new(py, bytes),))?;
+        self.write_object(&PyBytes::new(py, bytes))
+    }
+
+    fn write_object(&self, bytes: &Bound<'_, PyBytes>) -> PyResult<()> {
+        if let Some(w) = &self.writer {
+            w.bind(bytes.py()).call1((bytes,))?;
         }
         Ok(())
     }
@@ -222,6 +214,7 @@ impl FrontCore {
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.phase = Phase::Closed;
         self.buf = Vec::new();
+        self.writer = None;
         if let Some(t) = self.transport.take() {
             t.bind(py).call_method0(intern!(py, "close"))?;
         }
@@ -245,20 +238,31 @@ impl FrontCore {
                 "{{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":{message}}}}}"
             )
         };
+        // The head may not have been read: an HTTP/1.1 answer.
+        self.json_answer(py, false, r.status, body.as_bytes())?;
+        self.close(py)
+    }
+
+    /// An answer of the front's own (a refusal, or a handler that gave none): JSON, closing.
+    fn json_answer(
+        &mut self,
+        py: Python<'_>,
+        http10: bool,
+        status: u16,
+        body: &[u8],
+    ) -> PyResult<()> {
         let mut out = Vec::with_capacity(256 + body.len());
-        let date = self.dates.now().to_owned();
         write_head(
             &mut out,
-            false,
-            r.status,
+            http10,
+            status,
             [("content-type", "application/json")],
             BodyFraming::Length(body.len()),
             false,
-            &date,
+            self.dates.now(),
         );
-        out.extend_from_slice(body.as_bytes());
-        self.write(py, &out)?;
-        self.close(py)
+        out.extend_from_slice(body);
+        self.write(py, &out)
     }
 
     fn answer_head(
@@ -283,7 +287,6 @@ impl FrontCore {
         let keep = self.keep_alive && !self.draining && framing != BodyFraming::Close;
         self.keep_alive = keep;
         let mut out = Vec::with_capacity(256 + body.len());
-        let date = self.dates.now().to_owned();
         write_head(
             &mut out,
             self.http10,
@@ -291,7 +294,7 @@ impl FrontCore {
             pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             framing,
             keep,
-            &date,
+            self.dates.now(),
         );
         if !self.head_request {
             out.extend_from_slice(body);
@@ -458,6 +461,7 @@ impl FrontCore {
     fn new(_args: &Bound<'_, PyAny>, _kwargs: Option<&Bound<'_, PyAny>>) -> Self {
         FrontCore {
             transport: None,
+            writer: None,
             buf: Vec::new(),
             phase: Phase::Idle,
             answer: Answer::Done,
@@ -478,11 +482,15 @@ impl FrontCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.transport)?;
+        visit.call(&self.writer)?;
+        visit.call(&self.sent)?;
         Ok(())
     }
 
     fn __clear__(&mut self) {
         self.transport = None;
+        self.writer = None;
+        self.sent = None;
     }
 
     /// A new connection: its transport, the two ends' addresses, the body size limit.
@@ -494,11 +502,12 @@ impl FrontCore {
         server: String,
         max_body: usize,
     ) -> PyResult<()> {
+        self.writer = Some(transport.bind(py).getattr(intern!(py, "write"))?.unbind());
         self.transport = Some(transport);
         self.client = client;
         self.server = server;
         self.max_body = max_body;
-        self.sent = Some(Py::new(py, Sent)?);
+        self.sent = Some(Py::new(py, Ready { value: None })?);
         self.last_active = Instant::now();
         Ok(())
     }
@@ -543,6 +552,7 @@ impl FrontCore {
     /// The transport is gone.
     fn _lost(&mut self) {
         self.transport = None;
+        self.writer = None;
         self.phase = Phase::Closed;
         self.buf = Vec::new();
     }
@@ -558,20 +568,8 @@ impl FrontCore {
             match this.answer {
                 Answer::NotStarted => {
                     let body = b"{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"internal gateway error\"}}";
-                    let mut out = Vec::new();
-                    let date = this.dates.now().to_owned();
                     let http10 = this.http10;
-                    write_head(
-                        &mut out,
-                        http10,
-                        500,
-                        [("content-type", "application/json")],
-                        BodyFraming::Length(body.len()),
-                        false,
-                        &date,
-                    );
-                    out.extend_from_slice(body);
-                    this.write(py, &out)?;
+                    this.json_answer(py, http10, 500, body)?;
                     this.keep_alive = false;
                 }
                 Answer::Streaming { chunked: true } => {
@@ -844,12 +842,12 @@ impl Stream {
 
     /// Write `data` to the client now (uvloop writes to the socket at once when it can, and
     /// buffers the rest). Raises ClientClosed once the client is gone.
-    fn send_bytes(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Py<Sent>> {
+    fn send_bytes(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Py<Ready>> {
         let this = self.conn.bind(py).borrow();
-        let sent = this.sent.as_ref().map(|s| s.clone_ref(py));
-        let (Some(sent), Some(_)) = (sent, this.transport.as_ref()) else {
+        let (Some(sent), Some(_)) = (this.sent.as_ref(), this.writer.as_ref()) else {
             return Err(ClientClosed::new_err("the client is gone"));
         };
+        let sent = sent.clone_ref(py);
         if this.seq != self.seq || !matches!(this.answer, Answer::Streaming { .. }) {
             return Err(ClientClosed::new_err("this response has ended"));
         }
@@ -857,17 +855,26 @@ impl Stream {
         if bytes.is_empty() || this.head_request {
             return Ok(sent);
         }
-        if self.chunked {
-            let mut out = Vec::with_capacity(bytes.len() + 12);
-            write_chunk(&mut out, bytes);
-            this.write(py, &out)?;
-        } else {
-            this.write(py, bytes)?;
+        if !self.chunked {
+            this.write_object(data)?;
+            return Ok(sent);
         }
+        // Size line, data and CRLF made straight into the one bytes object written.
+        let mut line = [0; 18];
+        let line = chunk_size_line(bytes.len(), &mut line);
+        let chunk = PyBytes::new_with(py, line.len() + bytes.len() + 2, |out| {
+            let (head, rest) = out.split_at_mut(line.len());
+            let (body, tail) = rest.split_at_mut(bytes.len());
+            head.copy_from_slice(line);
+            body.copy_from_slice(bytes);
+            tail.copy_from_slice(b"\r\n");
+            Ok(())
+        })?;
+        this.write_object(&chunk)?;
         Ok(sent)
     }
 
-    fn send_str(&self, py: Python<'_>, data: &str) -> PyResult<Py<Sent>> {
+    fn send_str(&self, py: Python<'_>, data: &str) -> PyResult<Py<Ready>> {
         self.send_bytes(py, &PyBytes::new(py, data.as_bytes()))
     }
 }
@@ -877,7 +884,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Request>()?;
     m.add_class::<Headers>()?;
     m.add_class::<Stream>()?;
-    m.add_class::<Sent>()?;
     m.add_class::<Ready>()?;
     m.add_class::<BodyChunks>()?;
     m.add("ClientClosed", m.py().get_type::<ClientClosed>())?;

@@ -6,6 +6,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::civil_date::civil_from_days;
+
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -99,11 +101,21 @@ pub fn write_head<'h>(
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// One chunk of a chunked body: size line, data, CRLF.
-pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
+/// A chunk's size line (hex digits, CRLF) in `buf`: what goes before its data and CRLF.
+pub fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    let mut at = 16;
+    let mut n = len;
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[at..]
 }
 
 /// The `date` header's value (IMF-fixdate) for a time in whole seconds since the epoch.
@@ -114,16 +126,7 @@ pub fn http_date(secs: u64) -> String {
     ];
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days(days as i64);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         DAYS[(days % 7) as usize],
@@ -194,10 +197,14 @@ mod tests {
     }
 
     #[test]
-    fn chunks() {
-        let mut out = Vec::new();
-        write_chunk(&mut out, &[b'x'; 26]);
-        assert_eq!(&out[..4], b"1a\r\n");
-        assert_eq!(&out[out.len() - 2..], b"\r\n");
+    fn chunk_size_lines() {
+        let mut buf = [0; 18];
+        assert_eq!(chunk_size_line(26, &mut buf), b"1a\r\n");
+        assert_eq!(chunk_size_line(1, &mut buf), b"1\r\n");
+        assert_eq!(chunk_size_line(0x10000, &mut buf), b"10000\r\n");
+        assert_eq!(
+            chunk_size_line(usize::MAX, &mut buf).len(),
+            2 * size_of::<usize>() + 2
+        );
     }
 }

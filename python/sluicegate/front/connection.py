@@ -54,10 +54,8 @@ class FrontConnection(FrontCore, asyncio.Protocol):
         self._client_gone()
 
     def eof_received(self) -> bool:
-        keep_open = self._eof()
-        if not keep_open:
-            self._client_gone()
-        return keep_open
+        # False: uvloop closes the transport, and connection_lost tells the waiter.
+        return self._eof()
 
     # uvloop buffers what the socket does not take; an SSE stream is small (see docs/operations.md).
     def pause_writing(self) -> None:
