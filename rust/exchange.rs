@@ -570,6 +570,11 @@ impl Exchange {
         self.core.done()
     }
 
+    /// The parser itself, for the native relay (rust/relay_hub.rs), which feeds it slices.
+    pub(crate) fn core_mut(&mut self) -> &mut ExchangeCore {
+        &mut self.core
+    }
+
     pub(crate) fn has_head(&self) -> bool {
         self.core.head().is_some()
     }

@@ -21,6 +21,7 @@ pub mod ledger_shape;
 pub mod protocol;
 pub mod py_value;
 pub mod record_text;
+pub mod relay_hub;
 pub mod request;
 pub mod row_queue;
 pub mod sse;
@@ -50,5 +51,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request::ask_for_usage, m)?)?;
     translate::py::register(m)?;
     front::py::register(m)?;
+    relay_hub::register(m)?;
     Ok(())
 }

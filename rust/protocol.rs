@@ -30,6 +30,14 @@ pub struct ProtocolCore {
     last_rx: Option<Instant>,
 }
 
+impl ProtocolCore {
+    /// Bytes arrived (the native relay reads the socket itself): what `data_received` records.
+    pub(crate) fn touch(&mut self) {
+        self.last_rx = Some(Instant::now());
+        self.received = true;
+    }
+}
+
 #[pymethods]
 impl ProtocolCore {
     #[new]

@@ -9,7 +9,12 @@ __all__ = [
     "ANTHROPIC_TO_OPENAI",
     "OPENAI_TO_ANTHROPIC",
     "RELAY_ANTHROPIC",
+    "RELAY_CANCELLED",
+    "RELAY_CLIENT_GONE",
+    "RELAY_DONE",
+    "RELAY_INVALID",
     "RELAY_OPENAI",
+    "RELAY_UPSTREAM_EOF",
     "BodyChunks",
     "ClientClosed",
     "Exchange",
@@ -19,6 +24,7 @@ __all__ = [
     "LedgerBatch",
     "ProtocolCore",
     "Ready",
+    "RelayHub",
     "Request",
     "RequestInfo",
     "RequestSink",
@@ -227,6 +233,40 @@ class ProtocolCore:
         """A send result of this type needs nothing more: data_received stops asking `_sent`."""
     def data_received(self, data: bytes) -> None: ...
 
+# -- the native stream relay (rust/relay_hub.rs) --------------------------------------------------
+
+RELAY_DONE: int
+"""0: the body is complete."""
+RELAY_CLIENT_GONE: int
+"""1: the client socket failed a write or hung up."""
+RELAY_UPSTREAM_EOF: int
+"""2: the upstream closed (or reset) its side; the exchange is ended by the caller."""
+RELAY_INVALID: int
+"""3: the upstream's bytes do not parse (detail says why)."""
+RELAY_CANCELLED: int
+"""4: cancelled by the caller."""
+
+@final
+class RelayHub:
+    """One epoll set per event loop: the streams whose upstream socket is read and client socket
+    written natively, one reader callback (`poll`) for all of them."""
+
+    def __new__(cls) -> RelayHub: ...
+    def fileno(self) -> int: ...
+    def __len__(self) -> int: ...
+    def start(
+        self,
+        core: ProtocolCore,
+        exchange: Exchange,
+        stream: Stream,
+        upstream_fd: int,
+        done: Callable[[int, str | None], Any],
+    ) -> int | None:
+        """Relay the rest of `exchange`'s body to `stream`'s client; None when the stream cannot
+        be written directly (HEAD, bytes queued in its transport, no socket)."""
+    def cancel(self, id: int) -> None: ...
+    def poll(self) -> None: ...
+
 # -- the native front (rust/front/py.rs) ---------------------------------------------------------
 
 class ClientClosed(ConnectionError):
@@ -300,7 +340,7 @@ class FrontCore:
     for each complete request and `_disconnect_waiter()` for Request.client_disconnect."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
-    def _attach(self, transport: Any, client: str, server: str, max_body: int) -> None: ...
+    def _attach(self, transport: Any, client: str, server: str, max_body: int, fd: int) -> None: ...
     def data_received(self, data: bytes) -> None: ...
     def _eof(self) -> bool: ...
     def _lost(self) -> None: ...

@@ -366,10 +366,13 @@ async def _relay_rest(
     api: str,
     target: Target,
 ) -> None:
-    """The stream after its first event, straight from the upstream socket's callback
-    (`conn.relay`): per chunk one native parse and one queued send, no coroutine."""
+    """The stream after its first event, with no coroutine per chunk: under the native front
+    read and written by the native relay (`conn.splice`), otherwise from the upstream socket's
+    callback (`conn.relay`), one native parse and one queued send a chunk."""
     try:
-        await conn.relay(transport.send_bytes)
+        # The native front's streams are relayed socket to socket (rust/relay_hub.rs).
+        if type(transport) is not _native.Stream or not await conn.splice(transport):
+            await conn.relay(transport.send_bytes)
     except ClientGone:
         ctx.client_disconnected = True
         conn.abort()

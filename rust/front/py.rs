@@ -197,6 +197,8 @@ pub struct FrontCore {
     sent: Option<Py<Ready>>,
     client: String,
     server: String,
+    /// The socket's descriptor (-1 when unknown): the native relay writes to it directly.
+    fd: i32,
 }
 
 impl FrontCore {
@@ -477,6 +479,7 @@ impl FrontCore {
             sent: None,
             client: String::new(),
             server: String::new(),
+            fd: -1,
         }
     }
 
@@ -501,12 +504,14 @@ impl FrontCore {
         client: String,
         server: String,
         max_body: usize,
+        fd: i32,
     ) -> PyResult<()> {
         self.writer = Some(transport.bind(py).getattr(intern!(py, "write"))?.unbind());
         self.transport = Some(transport);
         self.client = client;
         self.server = server;
         self.max_body = max_body;
+        self.fd = fd;
         self.sent = Some(Py::new(py, Ready { value: None })?);
         self.last_active = Instant::now();
         Ok(())
@@ -876,6 +881,47 @@ impl Stream {
 
     fn send_str(&self, py: Python<'_>, data: &str) -> PyResult<Py<Ready>> {
         self.send_bytes(py, &PyBytes::new(py, data.as_bytes()))
+    }
+}
+
+/// What the native relay needs to write a stream's chunks to the client socket itself.
+pub(crate) struct SpliceTarget {
+    pub fd: i32,
+    /// `transport.write`: for bytes the socket did not take by the end of the relay.
+    pub writer: Py<PyAny>,
+    pub chunked: bool,
+}
+
+impl Stream {
+    /// The client socket, when this stream may be written to it directly: still the answer in
+    /// progress, not a HEAD request, and nothing queued in the transport (a direct write would
+    /// overtake it).
+    pub(crate) fn splice_target(&self, py: Python<'_>) -> PyResult<Option<SpliceTarget>> {
+        let (transport, target) = {
+            let this = self.conn.bind(py).borrow();
+            let (Some(transport), Some(writer)) = (this.transport.as_ref(), this.writer.as_ref())
+            else {
+                return Ok(None);
+            };
+            if this.seq != self.seq
+                || this.head_request
+                || this.fd < 0
+                || !matches!(this.answer, Answer::Streaming { .. })
+            {
+                return Ok(None);
+            }
+            let target = SpliceTarget {
+                fd: this.fd,
+                writer: writer.clone_ref(py),
+                chunked: self.chunked,
+            };
+            (transport.clone_ref(py), target)
+        };
+        let queued: usize = transport
+            .bind(py)
+            .call_method0(intern!(py, "get_write_buffer_size"))?
+            .extract()?;
+        Ok((queued == 0).then_some(target))
     }
 }
 

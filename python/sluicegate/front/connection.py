@@ -43,6 +43,7 @@ class FrontConnection(FrontCore, asyncio.Protocol):
             _address(transport.get_extra_info("peername")),
             _address(transport.get_extra_info("sockname")),
             front.max_body(),
+            sock.fileno() if sock is not None else -1,
         )
         front.connections.add(self)
         if front.draining:

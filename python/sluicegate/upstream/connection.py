@@ -16,7 +16,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .._native import ProtocolCore
+from .. import _native
+from .._native import ProtocolCore, RelayHub
 from .errors import ClientGone, UpstreamClosed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 
 # What a `send` callable returned, by type: 0 done (Granian's empty awaitable), 1 failed
@@ -35,6 +36,19 @@ def _send_kind(result: Any) -> int:
     return kind
 
 
+# The native relay of this process's event loop (one loop per worker), made on first use.
+_hub: tuple[asyncio.AbstractEventLoop, RelayHub] | None = None
+
+
+def relay_hub(loop: asyncio.AbstractEventLoop) -> RelayHub:
+    global _hub
+    if _hub is None or _hub[0] is not loop:
+        hub = RelayHub()
+        loop.add_reader(hub.fileno(), hub.poll)
+        _hub = (loop, hub)
+    return _hub[1]
+
+
 # Past this many buffered bytes the client is slower than the upstream: stop reading from
 # the upstream socket until the client catches up, so memory per stream stays bounded.
 _HIGH_WATER = 1 << 20
@@ -49,10 +63,13 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         "_first_byte_s",
         "_idle_s",
         "_loop",
+        "_lost",
         "_paused",
+        "_relay_id",
         "_timer",
         "closed",
         "error",
+        "fd",
         "out",
         "sink_failed",
         "transport",
@@ -77,6 +94,10 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         self._idle_s = 0.0
         self._deadline_total: float | None = None
         self.uses = 0
+        # The plain socket's descriptor, for the native relay (-1: TLS, or not known).
+        self.fd = -1
+        self._relay_id: int | None = None
+        self._lost = False
         # While relaying, `sink` (ProtocolCore) is where complete events go.
         self.sink = None
         self.sink_failed = False
@@ -108,6 +129,9 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:  # (already ended by the native relay, which saw the close first)
+            return
+        self._lost = True
         self.closed = True
         ex = self.exchange
         if ex is not None and not ex.done:
@@ -217,6 +241,71 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         if self.sink_failed:
             raise ClientGone()
 
+    async def splice(self, stream: Any) -> bool:
+        """Like `relay`, with the native relay reading the upstream socket and writing the
+        client's (rust/relay_hub.rs). False, having sent nothing, when that cannot be: a TLS
+        upstream, a client transport with bytes queued, or an answer without a socket (Granian).
+        """
+        ex = self.exchange
+        t = self.transport
+        if self.fd < 0 or t is None or ex is None or self.closed or self.error is not None:
+            return False
+        if ex.done:
+            return False  # nothing left: `relay` sends what is in hand and returns
+        out = self.out
+        if out:  # bytes that came while the first event went out: sent first, in order
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._buffered = 0
+            try:
+                stream.send_bytes(data)
+            except Exception:
+                self._client_gone(None)
+                raise ClientGone() from None
+        self._paused = False
+        hub = relay_hub(self._loop)
+        fut = self._loop.create_future()
+        relay_id = hub.start(self, ex, stream, self.fd, self._relay_ended)
+        if relay_id is None:
+            return False
+        self._relay_id = relay_id
+        self.sink_failed = False
+        # What connection_lost emits at a close (a translator's closing events) goes here.
+        self.sink = stream.send_bytes
+        t.pause_reading()
+        self.waiter = fut
+        try:
+            await fut
+        finally:
+            self.waiter = None
+            self.sink = None
+            if self._relay_id is not None:
+                hub.cancel(self._relay_id)
+            if not self.closed:
+                t.resume_reading()
+        if self.sink_failed:
+            raise ClientGone()
+        if self.error is not None:
+            raise self.error
+        if not ex.done:
+            raise UpstreamClosed("upstream closed the connection before the response was complete")
+        return True
+
+    def _relay_ended(self, outcome: int, detail: str | None) -> None:
+        """The native relay's one call: how it ended."""
+        self._relay_id = None
+        if outcome == _native.RELAY_CLIENT_GONE:
+            self.sink_failed = True
+            self._abort()
+        elif outcome == _native.RELAY_UPSTREAM_EOF:
+            # The socket closed under the relay: end the exchange as connection_lost does,
+            # (the closing bytes go through `sink`), then let the transport go.
+            self.connection_lost(None)
+            self._abort()
+        elif outcome == _native.RELAY_INVALID:
+            self._invalid_response(ValueError(detail or "unparsable bytes"))
+        self._wake()
+
     def _send(self, data: bytes) -> None:
         sink = self.sink
         assert sink is not None
@@ -302,6 +391,8 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
 
     def _abort(self) -> None:
         self.closed = True
+        if self._relay_id is not None and _hub is not None:
+            _hub[1].cancel(self._relay_id)
         t = self.transport
         if t is not None:
             t.abort()

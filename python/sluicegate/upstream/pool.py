@@ -98,6 +98,8 @@ class Pool:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if o.scheme != "https":  # the native relay reads plain sockets only
+                proto.fd = sock.fileno()
         return proto
 
 
