@@ -52,17 +52,22 @@ const EVENTS: usize = 256;
 const UPSTREAM: u64 = 0;
 const CLIENT: u64 = 1;
 
-struct Relay {
-    upstream: OwnedFd,
-    client: OwnedFd,
-    exchange: Py<Exchange>,
-    core: Py<ProtocolCore>,
-    writer: Py<PyAny>,
-    done: Py<PyAny>,
+/// The client side of a relay: its socket, and what the socket has not taken yet.
+struct ClientOut {
+    fd: OwnedFd,
     chunked: bool,
     /// Framed bytes the client socket has not taken yet, from `waiting_from` on.
     waiting: Vec<u8>,
     waiting_from: usize,
+}
+
+struct Relay {
+    upstream: OwnedFd,
+    client: ClientOut,
+    exchange: Py<Exchange>,
+    core: Py<ProtocolCore>,
+    writer: Py<PyAny>,
+    done: Py<PyAny>,
     reading: bool,
     client_watched: bool,
 }
@@ -96,7 +101,16 @@ fn os_error(e: Errno) -> PyErr {
     PyOSError::new_err(e.to_string())
 }
 
-impl Relay {
+impl ClientOut {
+    fn new(fd: OwnedFd, chunked: bool) -> Self {
+        ClientOut {
+            fd,
+            chunked,
+            waiting: Vec::new(),
+            waiting_from: 0,
+        }
+    }
+
     /// Write `data` to the client (as one chunk when chunked), or queue it behind what waits.
     fn send(&mut self, data: &[u8]) -> Write {
         let mut line = [0; 18];
@@ -109,7 +123,7 @@ impl Relay {
         let mut taken = 0;
         if self.waiting_from == self.waiting.len() {
             let parts = [IoSlice::new(head), IoSlice::new(data), IoSlice::new(tail)];
-            match rustix::io::writev(&self.client, &parts) {
+            match rustix::io::writev(&self.fd, &parts) {
                 Ok(n) => taken = n,
                 Err(Errno::AGAIN | Errno::INTR) => {}
                 Err(_) => return Write::Gone,
@@ -132,7 +146,7 @@ impl Relay {
     /// Write what waits; true once nothing does.
     fn flush(&mut self) -> Result<bool, ()> {
         while self.waiting_from < self.waiting.len() {
-            match rustix::io::write(&self.client, &self.waiting[self.waiting_from..]) {
+            match rustix::io::write(&self.fd, &self.waiting[self.waiting_from..]) {
                 Ok(n) => self.waiting_from += n,
                 Err(Errno::AGAIN) => return Ok(false),
                 Err(Errno::INTR) => {}
@@ -164,7 +178,7 @@ impl RelayHub {
         // Python's descriptor keeps the socket open.
         let _ = epoll::delete(&self.epoll, relay.upstream.as_fd());
         if relay.client_watched {
-            let _ = epoll::delete(&self.epoll, relay.client.as_fd());
+            let _ = epoll::delete(&self.epoll, relay.client.fd.as_fd());
         }
     }
 
@@ -201,7 +215,7 @@ impl RelayHub {
         let written = if out.is_empty() {
             Write::Taken
         } else {
-            relay.send(out)
+            relay.client.send(out)
         };
         let done = core.done();
         drop(exchange);
@@ -210,7 +224,7 @@ impl RelayHub {
             Write::Waiting if !relay.client_watched => {
                 let data = epoll::EventData::new_u64(id << 1 | CLIENT);
                 let flags = epoll::EventFlags::OUT;
-                if epoll::add(&self.epoll, relay.client.as_fd(), data, flags).is_err() {
+                if epoll::add(&self.epoll, relay.client.fd.as_fd(), data, flags).is_err() {
                     return self.end(id, RELAY_CLIENT_GONE, None, ended);
                 }
                 relay.client_watched = true;
@@ -220,7 +234,7 @@ impl RelayHub {
         if done {
             return self.end(id, RELAY_DONE, None, ended);
         }
-        if relay.reading && relay.waiting_len() > HIGH_WATER {
+        if relay.reading && relay.client.waiting_len() > HIGH_WATER {
             relay.reading = false;
             let data = epoll::EventData::new_u64(id << 1 | UPSTREAM);
             let flags = epoll::EventFlags::empty();
@@ -236,14 +250,14 @@ impl RelayHub {
         if flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP) {
             return self.end(id, RELAY_CLIENT_GONE, None, ended);
         }
-        match relay.flush() {
+        match relay.client.flush() {
             Err(()) => self.end(id, RELAY_CLIENT_GONE, None, ended),
             Ok(false) => {}
             Ok(true) => {
                 relay.client_watched = false;
                 let resume = !relay.reading;
                 relay.reading = true;
-                let _ = epoll::delete(&self.epoll, relay.client.as_fd());
+                let _ = epoll::delete(&self.epoll, relay.client.fd.as_fd());
                 if resume {
                     let fd = relay.upstream.as_fd();
                     let data = epoll::EventData::new_u64(id << 1 | UPSTREAM);
@@ -265,8 +279,9 @@ fn report(py: Python<'_>, ended: Vec<Ended>) -> PyResult<()> {
             mut outcome,
             detail,
         } = e;
-        if relay.waiting_len() > 0 && outcome != RELAY_CLIENT_GONE {
-            let rest = PyBytes::new(py, &relay.waiting[relay.waiting_from..]);
+        if relay.client.waiting_len() > 0 && outcome != RELAY_CLIENT_GONE {
+            let out = &relay.client;
+            let rest = PyBytes::new(py, &out.waiting[out.waiting_from..]);
             if relay.writer.bind(py).call1((rest,)).is_err() && outcome == RELAY_DONE {
                 outcome = RELAY_CLIENT_GONE;
             }
@@ -337,14 +352,11 @@ impl RelayHub {
         };
         let relay = Relay {
             upstream: dup(upstream_fd)?,
-            client: dup(target.fd)?,
+            client: ClientOut::new(dup(target.fd)?, target.chunked),
             exchange,
             core,
             writer: target.writer,
             done,
-            chunked: target.chunked,
-            waiting: Vec::new(),
-            waiting_from: 0,
             reading: true,
             client_watched: false,
         };
@@ -408,4 +420,71 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RELAY_INVALID", RELAY_INVALID)?;
     m.add("RELAY_CANCELLED", RELAY_CANCELLED)?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        socketpair(AddressFamily::UNIX, SocketType::STREAM, flags, None).unwrap()
+    }
+
+    fn drain(fd: &OwnedFd, into: &mut Vec<u8>) {
+        let mut buf = vec![0; 1 << 16];
+        while let Ok(n) = rustix::io::read(fd, &mut buf[..]) {
+            if n == 0 {
+                break;
+            }
+            into.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn chunks_that_the_socket_does_not_take_wait_and_go_out_in_order() {
+        let (ours, theirs) = pair();
+        let mut out = ClientOut::new(ours, true);
+        let event = vec![b'x'; 10_000];
+        let mut expected = Vec::new();
+        let mut waited = false;
+        for i in 0..200u8 {
+            let mut e = event.clone();
+            e[0] = i;
+            let written = out.send(&e);
+            assert!(!matches!(written, Write::Gone), "the peer is open");
+            waited |= matches!(written, Write::Waiting);
+            expected.extend_from_slice(b"2710\r\n");
+            expected.extend_from_slice(&e);
+            expected.extend_from_slice(b"\r\n");
+        }
+        assert!(waited, "2 MB should overflow a socket pair's buffer");
+        let mut got = Vec::new();
+        while out.waiting_len() > 0 {
+            drain(&theirs, &mut got);
+            out.flush().unwrap();
+        }
+        drain(&theirs, &mut got);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn close_delimited_streams_are_written_as_they_are() {
+        let (ours, theirs) = pair();
+        let mut out = ClientOut::new(ours, false);
+        assert!(matches!(out.send(b"data: 1\n\n"), Write::Taken));
+        let mut got = Vec::new();
+        drain(&theirs, &mut got);
+        assert_eq!(got, b"data: 1\n\n");
+    }
+
+    #[test]
+    fn a_peer_that_closed_is_gone() {
+        let (ours, theirs) = pair();
+        drop(theirs);
+        let mut out = ClientOut::new(ours, true);
+        assert!(matches!(out.send(b"data: 1\n\n"), Write::Gone));
+    }
 }
