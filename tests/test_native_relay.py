@@ -167,6 +167,23 @@ def test_a_client_that_leaves_mid_stream_ends_the_upstream_request(
     assert stream_raw(gw) == b"".join(frames)
 
 
+def test_an_http10_client_gets_the_stream_close_delimited(gw: GatewayProcess, up: FakeUpstream) -> None:
+    frames = fa.sse_stream(fa.Text("no chunks for HTTP/1.0", pieces=6))
+    up.enqueue([Status(200, fa.SSE_HEADERS), *[a for f in frames for a in (Send(f), Sleep(0.005))]])
+    body = json.dumps(MSG).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.0\r\nx-api-key: sg-k\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        got = bytearray()
+        while data := sock.recv(65536):
+            got += data
+    head, _, rest = bytes(got).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"transfer-encoding" not in head.lower()
+    assert rest == b"".join(frames)
+
+
 def long_stream(events: int) -> tuple[bytes, bytes]:
     """The first event of a long text message, and the rest of it (~260 bytes an event)."""
     text = "0123456789abcdef" * 10
