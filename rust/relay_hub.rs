@@ -204,8 +204,14 @@ impl RelayHub {
             Err(Errno::AGAIN | Errno::INTR) => return,
             Err(e) => return self.end(id, RELAY_UPSTREAM_EOF, Some(e.to_string()), ended),
         };
-        relay.core.bind(py).borrow_mut().touch();
-        let mut exchange = relay.exchange.bind(py).borrow_mut();
+        if let Ok(mut core) = relay.core.bind(py).try_borrow_mut() {
+            core.touch();
+        }
+        // Python holds neither while this callback runs; if it ever did, end, do not panic.
+        let Ok(mut exchange) = relay.exchange.bind(py).try_borrow_mut() else {
+            let detail = Some("the exchange is in use".to_owned());
+            return self.end(id, RELAY_INVALID, detail, ended);
+        };
         let core = exchange.core_mut();
         if let Err(e) = core.feed(&self.buf[..n]) {
             drop(exchange);

@@ -265,7 +265,10 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         self._paused = False
         hub = relay_hub(self._loop)
         fut = self._loop.create_future()
-        relay_id = hub.start(self, ex, stream, self.fd, self._relay_ended)
+        try:
+            relay_id = hub.start(self, ex, stream, self.fd, self._relay_ended)
+        except OSError:  # (a descriptor that could not be duplicated: out of them)
+            relay_id = None
         if relay_id is None:
             return False
         self._relay_id = relay_id
