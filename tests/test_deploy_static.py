@@ -55,7 +55,15 @@ UNSET_IN_IMAGE = {"SLUICEGATE_SNAPSHOT"}
 # Image defaults that differ from the CLI's own on purpose.
 IMAGE_OVERRIDES = {"SLUICEGATE_HOST": "0.0.0.0", "SLUICEGATE_CONFIG": "/etc/sluicegate/sluicegate.yaml"}
 # What the Kubernetes and compose wiring checks below rely on the pod setting explicitly.
-POD_ENV = ("SLUICEGATE_CONFIG", "SLUICEGATE_HOST", "SLUICEGATE_PORT", "SLUICEGATE_DRAIN_S", STATE_ENV)
+# Set in the pod spec, so an operator sees each switch there (SLUICEGATE_SERVER: which server).
+POD_ENV = (
+    "SLUICEGATE_CONFIG",
+    "SLUICEGATE_HOST",
+    "SLUICEGATE_PORT",
+    "SLUICEGATE_DRAIN_S",
+    "SLUICEGATE_SERVER",
+    STATE_ENV,
+)
 RUNTIME_PACKAGES = {"libjemalloc2"}
 SECRET_KEYS = {"ANTHROPIC_API_KEY", "SLUICEGATE_ADMIN_TOKEN"}
 PIP_SPECS = {
