@@ -381,10 +381,11 @@ impl RelayHub {
     }
 
     /// End relay `id` now (its `done` gets RELAY_CANCELLED); nothing when it already ended.
-    fn cancel(&mut self, py: Python<'_>, id: u64) -> PyResult<()> {
+    fn cancel(slf: &Bound<'_, Self>, id: u64) -> PyResult<()> {
         let mut ended = Vec::new();
-        self.end(id, RELAY_CANCELLED, None, &mut ended);
-        report(py, ended)
+        slf.borrow_mut().end(id, RELAY_CANCELLED, None, &mut ended);
+        // The hub is not borrowed while Python runs: `done` may start or cancel relays.
+        report(slf.py(), ended)
     }
 
     /// uvloop's reader callback: serve every socket that is ready.

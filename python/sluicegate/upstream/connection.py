@@ -243,8 +243,9 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
 
     async def splice(self, stream: Any) -> bool:
         """Like `relay`, with the native relay reading the upstream socket and writing the
-        client's (rust/relay_hub.rs). False, having sent nothing, when that cannot be: a TLS
-        upstream, a client transport with bytes queued, or an answer without a socket (Granian).
+        client's (rust/relay_hub.rs). False when that cannot be (a TLS upstream, a client
+        transport with bytes queued, an answer without a socket, as under Granian): `relay`
+        then goes on from where this left off.
         """
         ex = self.exchange
         t = self.transport
@@ -262,7 +263,6 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
             except Exception:
                 self._client_gone(None)
                 raise ClientGone() from None
-        self._paused = False
         hub = relay_hub(self._loop)
         fut = self._loop.create_future()
         try:
@@ -272,6 +272,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         if relay_id is None:
             return False
         self._relay_id = relay_id
+        self._paused = False  # (paused by `_buffer` past its high water: resumed at the end)
         self.sink_failed = False
         # What connection_lost emits at a close (a translator's closing events) goes here.
         self.sink = stream.send_bytes
@@ -301,8 +302,8 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
             self.sink_failed = True
             self._abort()
         elif outcome == _native.RELAY_UPSTREAM_EOF:
-            # The socket closed under the relay: end the exchange as connection_lost does,
-            # (the closing bytes go through `sink`), then let the transport go.
+            # The socket closed under the relay: end the exchange as connection_lost does (the
+            # closing bytes go through `sink`), then let the transport go.
             self.connection_lost(None)
             self._abort()
         elif outcome == _native.RELAY_INVALID:
