@@ -221,6 +221,24 @@ def test_requests_it_cannot_read_are_refused_and_closed(
         assert got == status, (name, body)
         assert headers["connection"] == "close" and json.loads(body)["type"] == "error"
         assert r.closed()
+    # Answered before the app, so no access line: a log line says so, with the front's reason.
+    reason = json.loads(body)["error"]["message"]
+    assert refusal_logged(gw, status, reason), (name, reason)
+
+
+def refusal_logged(gw: GatewayProcess, status: int, reason: str) -> bool:
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        for rec in gw.log_records():
+            if (
+                rec.get("message") == "request refused by the front"
+                and rec.get("status") == status
+                and rec.get("reason") == reason[:200]
+                and rec.get("client", "").startswith("127.0.0.1:")
+            ):
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def test_chat_path_refusals_use_openai_shape(gw: GatewayProcess) -> None:
@@ -239,6 +257,7 @@ def test_a_request_that_stops_arriving_gets_408_and_an_idle_one_is_closed(gw: Ga
         status, headers, body = r.response()
         assert status == 408 and headers["connection"] == "close", body
         assert 1.0 < time.monotonic() - started < 5.0
+    assert refusal_logged(gw, 408, "the request did not arrive in time")
     s, r = connect(gw)
     with s:
         s.sendall(post(message()))

@@ -337,7 +337,8 @@ class Request:
 class FrontCore:
     """The per-byte half of a client connection's protocol (rust/front/py.rs);
     sluicegate.front.connection.FrontConnection subclasses it. It calls back `_dispatch(request)`
-    for each complete request and `_disconnect_waiter()` for Request.client_disconnect."""
+    for each complete request, `_disconnect_waiter()` for Request.client_disconnect, and
+    `_refused(status, reason, client)` after answering a request it refused itself."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     def _attach(self, transport: Any, client: str, server: str, max_body: int, fd: int) -> None: ...

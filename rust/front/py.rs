@@ -199,6 +199,8 @@ pub struct FrontCore {
     server: String,
     /// The socket's descriptor (-1 when unknown): the native relay writes to it directly.
     fd: i32,
+    /// A refusal answered inside a borrow, for Python's `_refused` once the borrow ends.
+    refused: Option<(u16, String)>,
 }
 
 impl FrontCore {
@@ -223,6 +225,25 @@ impl FrontCore {
         Ok(())
     }
 
+    /// `_expire`'s work: an idle keep-alive connection closes; a half-sent request gets 408.
+    fn expire(&mut self, py: Python<'_>) -> PyResult<()> {
+        match &self.phase {
+            Phase::Idle if self.buf.is_empty() => self.close(py),
+            Phase::Idle | Phase::Body(_) => {
+                let r = Refusal {
+                    status: 408,
+                    message: "the request did not arrive in time".to_owned(),
+                };
+                let openai = match &self.phase {
+                    Phase::Body(p) => p.head.path.starts_with("/v1/chat/"),
+                    _ => self.buf.starts_with(b"POST /v1/chat/"),
+                };
+                self.refuse(py, &r, openai)
+            }
+            Phase::Busy | Phase::Closed => Ok(()),
+        }
+    }
+
     /// Answer a request the front could not read, and close.
     fn refuse(&mut self, py: Python<'_>, r: &Refusal, openai: bool) -> PyResult<()> {
         let message = serde_json::to_string(&r.message).unwrap_or_else(|_| "\"\"".to_owned());
@@ -242,7 +263,22 @@ impl FrontCore {
         };
         // The head may not have been read: an HTTP/1.1 answer.
         self.json_answer(py, false, r.status, body.as_bytes())?;
+        self.refused = Some((r.status, r.message.clone()));
         self.close(py)
+    }
+
+    /// Tell Python of a refusal (its log line), outside any borrow.
+    fn report_refusal(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let refused = {
+            let mut this = slf.borrow_mut();
+            this.refused
+                .take()
+                .map(|(status, message)| (status, message, this.client.clone()))
+        };
+        if let Some(args) = refused {
+            slf.call_method1(intern!(slf.py(), "_refused"), args)?;
+        }
+        Ok(())
     }
 
     /// An answer of the front's own (a refusal, or a handler that gave none): JSON, closing.
@@ -352,7 +388,7 @@ impl FrontCore {
         loop {
             let ready = Self::step(&mut slf.borrow_mut(), py)?;
             match ready {
-                Step::Wait => return Ok(()),
+                Step::Wait => return Self::report_refusal(slf),
                 Step::Again => {}
                 Step::Dispatch(p) => return Self::dispatch(slf, *p, false),
             }
@@ -480,6 +516,7 @@ impl FrontCore {
             client: String::new(),
             server: String::new(),
             fd: -1,
+            refused: None,
         }
     }
 
@@ -612,22 +649,9 @@ impl FrontCore {
 
     /// Called by the server's sweep when nothing arrived for `idle_s()`: an idle keep-alive
     /// connection closes; a half-sent head or body is answered 408.
-    fn _expire(&mut self, py: Python<'_>) -> PyResult<()> {
-        match &self.phase {
-            Phase::Idle if self.buf.is_empty() => self.close(py),
-            Phase::Idle | Phase::Body(_) => {
-                let r = Refusal {
-                    status: 408,
-                    message: "the request did not arrive in time".to_owned(),
-                };
-                let openai = match &self.phase {
-                    Phase::Body(p) => p.head.path.starts_with("/v1/chat/"),
-                    _ => self.buf.starts_with(b"POST /v1/chat/"),
-                };
-                self.refuse(py, &r, openai)
-            }
-            Phase::Busy | Phase::Closed => Ok(()),
-        }
+    fn _expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.borrow_mut().expire(slf.py())?;
+        Self::report_refusal(slf)
     }
 
     /// Whether the app holds a request of this connection.

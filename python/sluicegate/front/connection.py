@@ -70,6 +70,12 @@ class FrontConnection(FrontCore, asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _refused(self, status: int, reason: str, client: str) -> None:
+        # A request the front answered itself, before the app (no key, no usage record): a
+        # log line, so a client that keeps sending malformed requests is visible. The reason
+        # is the front's own text (at most a quoted transfer coding), cut short all the same.
+        log.warning("request refused by the front", status=status, reason=reason[:200], client=client)
+
     def _dispatch(self, request: Any) -> None:
         front = self._front
         task = front.loop.create_task(front.app.__rsgi__(request, request))
