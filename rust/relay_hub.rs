@@ -3,7 +3,7 @@
 //!
 //! Through uvloop, each relayed event costs a read callback into `ProtocolCore.data_received`
 //! (a bytes object, a context switch), a call to the stream's `send_bytes` and one to the
-//! transport's `write`: ~5 µs of interpreter and loop work an event, about a third of the
+//! transport's `write`: ~5 µs of interpreter and loop work an event, about a quarter of the
 //! gateway's CPU at 1,000 paced streams. Here one epoll set per event loop holds the upstream
 //! sockets of the streams being relayed; uvloop watches only that set's descriptor
 //! (`loop.add_reader(hub.fileno(), hub.poll)`), so one callback serves every event that is
