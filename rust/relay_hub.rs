@@ -336,11 +336,6 @@ impl RelayHub {
         self.epoll.as_raw_fd()
     }
 
-    /// Streams being relayed.
-    fn __len__(&self) -> usize {
-        self.relays.len()
-    }
-
     /// Relay the rest of `exchange`'s body from the socket `upstream_fd` to `stream`'s client.
     /// Returns the relay's id, or None when the stream cannot be written directly (Python then
     /// relays it itself). `done(outcome, detail)` is called once, from `poll` or `cancel`.

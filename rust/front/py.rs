@@ -386,9 +386,14 @@ impl FrontCore {
     fn advance(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         loop {
-            let ready = Self::step(&mut slf.borrow_mut(), py)?;
+            let (ready, refused) = {
+                let mut this = slf.borrow_mut();
+                let ready = Self::step(&mut this, py)?;
+                (ready, this.refused.is_some())
+            };
             match ready {
-                Step::Wait => return Self::report_refusal(slf),
+                Step::Wait if refused => return Self::report_refusal(slf),
+                Step::Wait => return Ok(()),
                 Step::Again => {}
                 Step::Dispatch(p) => return Self::dispatch(slf, *p, false),
             }

@@ -185,11 +185,8 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         ex = self.exchange
         assert ex is not None
         while True:
-            out = self.out
-            if out:
-                data = out[0] if len(out) == 1 else b"".join(out)
-                out.clear()
-                self._buffered = 0
+            data = self._take_out()
+            if data is not None:
                 if self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
@@ -210,15 +207,10 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         emitted at the end, such as a translator's closing events).
         """
         self.sink_failed = False
-        out = self.out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            self._buffered = 0
-            self.sink = send
+        self.sink = send
+        data = self._take_out()
+        if data is not None:
             self._send(data)
-        else:
-            self.sink = send
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -253,18 +245,14 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
             return False
         if ex.done:
             return False  # nothing left: `relay` sends what is in hand and returns
-        out = self.out
-        if out:  # bytes that came while the first event went out: sent first, in order
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            self._buffered = 0
+        data = self._take_out()
+        if data is not None:  # bytes that came while the first event went out: sent first
             try:
                 stream.send_bytes(data)
             except Exception:
                 self._client_gone(None)
                 raise ClientGone() from None
         hub = relay_hub(self._loop)
-        fut = self._loop.create_future()
         try:
             relay_id = hub.start(self, ex, stream, self.fd, self._relay_ended)
         except OSError:  # (a descriptor that could not be duplicated: out of them)
@@ -277,7 +265,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         # What connection_lost emits at a close (a translator's closing events) goes here.
         self.sink = stream.send_bytes
         t.pause_reading()
-        self.waiter = fut
+        fut = self.waiter = self._loop.create_future()
         try:
             await fut
         finally:
@@ -309,6 +297,16 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         elif outcome == _native.RELAY_INVALID:
             self._invalid_response(ValueError(detail or "unparsable bytes"))
         self._wake()
+
+    def _take_out(self) -> bytes | None:
+        """The bytes buffered for the client (`_buffer`), taken as one; None when none are."""
+        out = self.out
+        if not out:
+            return None
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._buffered = 0
+        return data
 
     def _send(self, data: bytes) -> None:
         sink = self.sink
@@ -380,7 +378,7 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         if self.closed and ex is not None and not ex.done:
             raise UpstreamClosed("upstream closed the connection before the response was complete")
         fut = self._loop.create_future()
-        self.waiter = fut
+        fut = self.waiter = self._loop.create_future()
         try:
             await fut
         finally:
