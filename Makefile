@@ -31,6 +31,9 @@ test: install services
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --quiet
+	cargo fmt --check --manifest-path loadtests/native/Cargo.toml
+	cargo clippy --manifest-path loadtests/native/Cargo.toml --all-targets -- -D warnings
+	cargo test --quiet --manifest-path loadtests/native/Cargo.toml
 	$(PYTHON) -m pytest -q
 	SLUICEGATE_SERVER=native $(PYTHON) -m pytest -q $(NATIVE_E2E)
 

@@ -35,6 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
+import native_load
 from loadgen import ClientConnection, Scenario, Stats, open_idle_streams, percentile, run_scenario
 from sluicegate import _native
 
@@ -110,6 +111,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
 
 
 SCHED_BATCH: str | None = None  # "all" gateways, or only the --compare one ("b")
+NATIVE_BIN: Path | None = None  # sluicegate-loadgen, with --load native
+MOCK_TICK_MS = 0.0  # --mock-tick-ms
 
 
 def taskset(cpu: int | None) -> list[str]:
@@ -128,6 +131,9 @@ class Target:
     name: str
     port: int
     proc: subprocess.Popen[bytes] | None = None  # None: the mock itself (direct)
+    # Where the native-load scenarios go: the native mock itself (direct), nginx's second
+    # server, or the gateway's own port (its model `claude-paced-native` routes there).
+    native_port: int = 0
 
     def pids(self) -> list[int]:
         return tree_pids(self.proc.pid) if self.proc is not None else []
@@ -180,7 +186,9 @@ def ledger_rows(state_dir: Path) -> int:
             return 0
 
 
-def gateway_config(mock_port: int, off: set[str], ledger_url: str | None = None) -> dict[str, Any]:
+def gateway_config(
+    mock_port: int, off: set[str], ledger_url: str | None = None, native_port: int | None = None
+) -> dict[str, Any]:
     mock = f"http://127.0.0.1:{mock_port}"
 
     def openai(headers: dict[str, str]) -> dict[str, Any]:
@@ -204,6 +212,10 @@ def gateway_config(mock_port: int, off: set[str], ledger_url: str | None = None)
     }
     for name in ("tr-stream50", "tr-paced", "tr-stall", "tr-json1k"):
         models[name] = {"targets": [{"provider": name, "model": "gpt-bench-upstream"}]}
+    if native_port is not None:
+        base = f"http://127.0.0.1:{native_port}"
+        providers["mock-native"] = {"type": "anthropic", "base_url": base, "api_key": "sk-bench"}
+        models[NATIVE_MODEL] = {"targets": [{"provider": "mock-native", "model": "claude-sonnet-4-6"}]}
     return {
         "providers": providers,
         "models": models,
@@ -231,6 +243,7 @@ http {{
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
   uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
   upstream mock {{ server 127.0.0.1:{mock}; keepalive 4096; keepalive_requests 1000000; }}
+{native}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     keepalive_requests 1000000;
@@ -248,6 +261,25 @@ http {{
 }}
 """
 
+# nginx's second server, in front of the native mock (bench.py --load native).
+NGINX_NATIVE = """
+  upstream native {{ server 127.0.0.1:{mock}; keepalive 4096; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    keepalive_requests 1000000;
+    tcp_nodelay on;
+    location / {{
+      proxy_pass http://native;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 600s;
+    }}
+  }}
+"""
+NATIVE_MODEL = "claude-paced-native"
+
 
 class Fleet:
     """The mock upstream, the gateway(s) and nginx, started once for the whole run."""
@@ -263,6 +295,7 @@ class Fleet:
         compare: str | None = None,
         compare_env: dict[str, str] | None = None,
         ledger_url: str | None = None,
+        native_bin: Path | None = None,
     ) -> None:
         self.work = work
         self.ledger_url = ledger_url
@@ -284,7 +317,22 @@ class Fleet:
             env,
         )
         wait_port_plain(self.mock_port, self.mock, "mock-upstream")
-        self.targets = {"direct": Target("direct", self.mock_port)}
+        self.native_mock: subprocess.Popen[bytes] | None = None
+        self.native_port: int | None = None
+        if native_bin is not None:
+            answer = work / "native-answer.bin"
+            native_load.write_answer(answer, "claude-sonnet-4-6", PACING["paced"])
+            self.native_port = free_port()
+            self.native_mock = self._spawn(
+                [
+                    *taskset(client_cpu),
+                    *native_load.mock_cmd(native_bin, self.native_port, answer, MOCK_TICK_MS),
+                ],
+                "native-mock.log",
+                env,
+            )
+            wait_port_plain(self.native_port, self.native_mock, "sluicegate-loadgen mock")
+        self.targets = {"direct": Target("direct", self.mock_port, native_port=self.native_port or 0)}
         # A gateway that is never measured, started first: on this VM the first gateway of a run
         # spent ~20 % more CPU a request than identical ones started after it, for as long as it
         # ran (three runs; a restarted one was as fast as the rest). docs/performance.md, "Method".
@@ -302,10 +350,12 @@ class Fleet:
             d = work / "nginx"
             d.mkdir(exist_ok=True)
             conf = d / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(dir=d, mock=self.mock_port, port=port))
+            nport = free_port() if self.native_port else 0
+            native = NGINX_NATIVE.format(mock=self.native_port, port=nport) if nport else ""
+            conf.write_text(NGINX_CONF.format(dir=d, mock=self.mock_port, port=port, native=native))
             proc = self._spawn([*taskset(gw_cpu), "nginx", "-c", str(conf), "-p", str(d)], "nginx.log", env)
             wait_port(port, proc, "nginx")
-            self.targets["nginx"] = Target("nginx", port, proc)
+            self.targets["nginx"] = Target("nginx", port, proc, native_port=nport)
 
     def _spawn(self, cmd: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         out = open(self.work / log, "wb")  # noqa: SIM115
@@ -316,7 +366,8 @@ class Fleet:
     def _gateway(self, name: str, cpu: int | None, env: dict[str, str], off: set[str]) -> Target:
         port = free_port()
         cfg = self.work / f"{name}.yaml"
-        cfg.write_text(yaml.safe_dump(gateway_config(self.mock_port, off, self.ledger_url), sort_keys=False))
+        config = gateway_config(self.mock_port, off, self.ledger_url, self.native_port)
+        cfg.write_text(yaml.safe_dump(config, sort_keys=False))
         genv = {**env, "SLUICEGATE_STATE_DIR": str(self.work / f"state-{name}")}
         if self.granian is not None:
             variant = str(Path(__file__).resolve().parent / "serve_variant.py")
@@ -325,7 +376,7 @@ class Fleet:
             cmd = serve_cmd(cfg, port)
         proc = self._spawn([*batch_policy(name), *taskset(cpu), *cmd], f"{name}.log", genv)
         wait_port(port, proc, name)
-        return Target(name, port, proc)
+        return Target(name, port, proc, native_port=port)
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -407,6 +458,7 @@ class Spec:
     ramp_s: float = 0.0
     targets: tuple[str, ...] = ("direct", "sluicegate", "nginx")
     note: str = ""
+    load: str = "python"  # "native": sluicegate-loadgen and its mock (Target.native_port)
 
     @property
     def stream(self) -> bool:
@@ -425,7 +477,8 @@ class Spec:
             headers = list(ANTHROPIC_HEADERS)
         else:
             path, mode = "/v1/messages", _native.RELAY_ANTHROPIC
-            body = messages_body("claude-sonnet-4-6", self.stream)
+            model = NATIVE_MODEL if self.load == "native" else "claude-sonnet-4-6"
+            body = messages_body(model, self.stream)
             headers = ANTHROPIC_HEADERS + list(pacing.items())
         return Scenario(
             name=self.name,
@@ -443,7 +496,7 @@ class Spec:
         )
 
 
-def specs(quick: bool, sweep: list[int]) -> list[Spec]:
+def specs(quick: bool, sweep: list[int], load: str = "python") -> list[Spec]:
     d = 0.5 if quick else 1.0
     out = [
         Spec("c1-stream50", "anthropic", "stream50", 1, 5 * d),
@@ -453,7 +506,7 @@ def specs(quick: bool, sweep: list[int]) -> list[Spec]:
     ]
     for c in sweep:
         # One paced stream lasts ~1.1 s; ramp the users in over one stream's length.
-        out.append(Spec(f"paced-c{c}", "anthropic", "paced", c, 8 * d, warmup_s=2.5, ramp_s=1.2))
+        out.append(Spec(f"paced-c{c}", "anthropic", "paced", c, 8 * d, warmup_s=2.5, ramp_s=1.2, load=load))
     for api in ("chat", "translated"):
         tg: tuple[str, ...] = ("direct", "sluicegate", "nginx") if api == "chat" else ("direct", "sluicegate")
         out += [
@@ -496,16 +549,22 @@ class Row:
 async def run_one(spec: Spec, target: Target, client_pids: list[int]) -> tuple[Stats, float, int, float]:
     """Stats, the target's CPU seconds inside the measurement window, its RSS after, and the
     CPU seconds of the load generator and the mock upstream (their core saturating shows here)."""
-    sc = spec.scenario(target.name, target.port)
+    native = spec.load == "native"
+    sc = spec.scenario(target.name, target.native_port if native else target.port)
     cpu: dict[str, float] = {}
     pids = target.pids()
+    client_pids = list(client_pids)
 
     def on_window(edge: str) -> None:
         if pids:
             cpu[edge] = cpu_seconds(pids)
         cpu["client-" + edge] = cpu_seconds(client_pids)
 
-    stats = await run_scenario(sc, on_window)
+    if native:
+        assert NATIVE_BIN is not None and target.native_port
+        stats = await native_load.run_scenario(NATIVE_BIN, sc, on_window, client_pids)
+    else:
+        stats = await run_scenario(sc, on_window)
     used = cpu.get("end", 0.0) - cpu.get("start", 0.0)
     client = cpu.get("client-end", 0.0) - cpu.get("client-start", 0.0)
     return stats, used, rss_bytes(pids) if pids else 0, client
@@ -660,11 +719,14 @@ async def main_async(args: argparse.Namespace) -> int:
         compare=args.compare,
         compare_env=dict(kv.split("=", 1) for kv in args.compare_env),
         ledger_url=args.ledger_url,
+        native_bin=NATIVE_BIN,
     )
     rows: list[Row] = []
     mem: list[dict[str, Any]] = []
     try:
         client_pids = [os.getpid(), *tree_pids(fleet.mock.pid)]
+        if fleet.native_mock is not None:
+            client_pids += tree_pids(fleet.native_mock.pid)
         if not only or "memory" in only:
             # First, on fresh processes: "RSS back after close" then compares with a gateway that
             # has served only a short warm-up, not one whose heap the other scenarios grew.
@@ -674,7 +736,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     Spec("warm-up", "anthropic", "stream50", 32, 1.0), fleet.targets[t], client_pids
                 )
             mem = await memory_rows(fleet, mem_targets, args.idle_top)
-        all_specs = specs(args.quick, sweep)
+        all_specs = specs(args.quick, sweep, "native" if NATIVE_BIN is not None else "python")
         if args.accounting:
             all_specs.append(
                 Spec(
@@ -738,7 +800,10 @@ async def main_async(args: argparse.Namespace) -> int:
         f"sluicegate benchmark, {time.strftime('%Y-%m-%d %H:%M')}, load average before/after: "
         f"{load0[0]:.2f} / {load1[0]:.2f}"
     )
-    print(" ".join(f"{k}={v}" for k, v in versions().items()))
+    print(
+        " ".join(f"{k}={v}" for k, v in versions().items()),
+        f"paced-load={args.load if NATIVE_BIN else 'python'}",
+    )
     print()
     print(render(rows, direct))
     if any(r.spec.startswith("paced-c") for r in rows):
@@ -815,6 +880,13 @@ def main() -> int:
     )
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument(
+        "--load",
+        choices=["native", "python"],
+        default="native",
+        help="the paced sweep's load generator and mock: native (loadtests/native, built with "
+        "cargo; the default) or python (loadgen.py and `sluicegate mock-upstream`)",
+    )
+    parser.add_argument(
         "--compare",
         metavar="TREE",
         help="also run the gateway from another checkout's python/ (A/B, interleaved)",
@@ -829,6 +901,13 @@ def main() -> int:
         default=[],
         help="environment for the --compare gateway only (A/B of a setting: --compare . --compare-env K=V)",
     )
+    parser.add_argument(
+        "--mock-tick-ms",
+        type=float,
+        default=0.0,
+        help="with --load native: round the paced mock's write times up to multiples of this "
+        "(1 bursts events across streams as uvloop's timers do; default 0, each at its own time)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--ledger-url",
@@ -841,8 +920,16 @@ def main() -> int:
         help="run the gateways (or only the --compare one: b) under SCHED_BATCH (chrt --batch 0)",
     )
     args = parser.parse_args()
-    global SCHED_BATCH
+    global SCHED_BATCH, NATIVE_BIN, MOCK_TICK_MS
     SCHED_BATCH = args.sched_batch
+    MOCK_TICK_MS = args.mock_tick_ms
+    if args.load == "native":
+        NATIVE_BIN = native_load.build()
+        if NATIVE_BIN is None:
+            print(
+                "bench: no cargo to build loadtests/native: the paced sweep uses --load python",
+                file=sys.stderr,
+            )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     try:

@@ -93,6 +93,15 @@ def _answer(api: str, model: str, stream: bool, include_usage: bool, s: dict[str
     return ans
 
 
+def stream_records(api: str, model: str, headers: dict[str, str]) -> list[bytes]:
+    """The bytes this server writes for a streaming request with these `x-mock-*` headers:
+    the head with the first flush, then each later write. The benchmark's native mock
+    (loadtests/native) replays them, so both fakes send the same answer."""
+    h = {k.lower().encode(): v.encode() for k, v in headers.items()}
+    ans = _answer(api, model, True, False, _settings(h))
+    return [ans.first, *ans.rest]
+
+
 def _error(api: str, status: int, message: str) -> bytes:
     if api == "openai":
         body = orjson.dumps({"error": {"message": message, "type": "mock_error", "code": status}})
