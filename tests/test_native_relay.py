@@ -167,6 +167,31 @@ def test_a_client_that_leaves_mid_stream_ends_the_upstream_request(
     assert stream_raw(gw) == b"".join(frames)
 
 
+def test_the_head_and_the_first_event_leave_in_one_write(gw: GatewayProcess, up: FakeUpstream) -> None:
+    # The upstream pauses after the first event, so the client's first read holds whatever the
+    # gateway wrote before the pause: written as two writes (head, then event), a reader woken
+    # by the first gets the head alone some of the time; as one, never.
+    frames = fa.sse_stream(fa.Text("one write", pieces=3))
+    body = json.dumps(MSG).encode()
+    request = (
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: sg-k\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        for _ in range(15):
+            up.enqueue([Status(200, fa.SSE_HEADERS), Send(frames[0]), Sleep(0.05), *map(Send, frames[1:])])
+            sock.sendall(request)
+            first = sock.recv(65536)
+            head, _, rest = first.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert rest == b"%x\r\n%s\r\n" % (len(frames[0]), frames[0])
+            got = bytearray(first)
+            while not got.endswith(b"\r\n0\r\n\r\n"):
+                data = sock.recv(65536)
+                assert data
+                got += data
+
+
 def test_an_http10_client_gets_the_stream_close_delimited(gw: GatewayProcess, up: FakeUpstream) -> None:
     frames = fa.sse_stream(fa.Text("no chunks for HTTP/1.0", pieces=6))
     up.enqueue([Status(200, fa.SSE_HEADERS), *[a for f in frames for a in (Send(f), Sleep(0.005))]])

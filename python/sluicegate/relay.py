@@ -320,7 +320,18 @@ async def forward(
         ctx.status = status
         ctx.stream = True
         headers.append(("x-sluicegate-request-id", ctx.request_id))
-        transport = proto.response_stream(status, headers)
+        if data is not None and type(proto) is _native.Request:
+            # The native front writes the head and the first event in one write.
+            try:
+                transport = proto.response_stream(status, headers, data)
+            except _native.ClientClosed:
+                ctx.client_disconnected = True
+                conn.abort()
+                return
+            data_sent = True
+        else:
+            transport = proto.response_stream(status, headers)
+            data_sent = False
         # Committed: nothing resends the request, so what only a retry needed goes now rather
         # than living as long as the stream (~2 KB an idle stream: the header lists, the first
         # event). Claude Code's bodies run to hundreds of KB.
@@ -330,12 +341,13 @@ async def forward(
             if ctx.release_body is not None:
                 ctx.release_body()
         if data is not None:
-            try:
-                await transport.send_bytes(data)
-            except Exception:
-                ctx.client_disconnected = True
-                conn.abort()
-                return
+            if not data_sent:
+                try:
+                    await transport.send_bytes(data)
+                except Exception:
+                    ctx.client_disconnected = True
+                    conn.abort()
+                    return
             data = None
             await _relay_rest(ctx, conn, ex, transport, mode, api, target)
     finally:

@@ -830,18 +830,38 @@ impl Request {
         )
     }
 
+    /// Start a streaming answer. `first`, when given, is the stream's first piece, written in
+    /// the same write as the head (one syscall and one client wake-up fewer per stream than
+    /// the head and then `send_bytes`); it raises ClientClosed when the client is gone.
+    #[pyo3(signature = (status, headers, first=None))]
     fn response_stream(
         &self,
         py: Python<'_>,
         status: u16,
         headers: &Bound<'_, PyAny>,
+        first: Option<&Bound<'_, PyBytes>>,
     ) -> PyResult<Stream> {
         let framing = if self.http10 {
             BodyFraming::Close
         } else {
             BodyFraming::Chunked
         };
-        self.answer(py, status, headers, framing, b"")?;
+        let first = first.map(|b| b.as_bytes()).unwrap_or_default();
+        let mut body = Vec::with_capacity(first.len() + 20);
+        if !first.is_empty() {
+            if framing == BodyFraming::Chunked {
+                let mut line = [0; 18];
+                body.extend_from_slice(chunk_size_line(first.len(), &mut line));
+                body.extend_from_slice(first);
+                body.extend_from_slice(b"\r\n");
+            } else {
+                body.extend_from_slice(first);
+            }
+        }
+        self.answer(py, status, headers, framing, &body)?;
+        if !first.is_empty() && self.conn.bind(py).borrow().writer.is_none() {
+            return Err(ClientClosed::new_err("the client is gone"));
+        }
         Ok(Stream {
             conn: self.conn.clone_ref(py),
             seq: self.seq,
