@@ -320,6 +320,7 @@ async def forward(
         ctx.status = status
         ctx.stream = True
         headers.append(("x-sluicegate-request-id", ctx.request_id))
+        transport: Any  # Granian's stream transport or the native front's Stream
         if data is not None and type(proto) is _native.Request:
             # The native front writes the head and the first event in one write.
             try:
