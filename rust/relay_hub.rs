@@ -30,7 +30,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 
 use crate::exchange::Exchange;
-use crate::front::py::Stream;
+use crate::front::py::{FrontCore, Stream};
 use crate::front::response::chunk_size_line;
 use crate::protocol::ProtocolCore;
 
@@ -49,6 +49,7 @@ pub const RELAY_CANCELLED: u8 = 4;
 const HIGH_WATER: usize = 1 << 20;
 const READ_SIZE: usize = 64 * 1024;
 const EVENTS: usize = 256;
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 const UPSTREAM: u64 = 0;
 const CLIENT: u64 = 1;
 
@@ -70,6 +71,10 @@ struct Relay {
     done: Py<PyAny>,
     reading: bool,
     client_watched: bool,
+    front: Py<FrontCore>,
+    seq: u64,
+    /// The last chunk went with the last event: the front must not write it again.
+    body_ended: bool,
 }
 
 struct Ended {
@@ -111,18 +116,29 @@ impl ClientOut {
         }
     }
 
-    /// Write `data` to the client (as one chunk when chunked), or queue it behind what waits.
-    fn send(&mut self, data: &[u8]) -> Write {
+    /// Write `data` to the client (as one chunk when chunked), or queue it behind what waits;
+    /// `last` (chunked only) adds the body's last chunk in the same write.
+    fn send(&mut self, data: &[u8], last: bool) -> Write {
         let mut line = [0; 18];
-        let (head, tail): (&[u8], &[u8]) = if self.chunked {
+        let (head, tail): (&[u8], &[u8]) = if self.chunked && !data.is_empty() {
             (chunk_size_line(data.len(), &mut line), b"\r\n")
         } else {
             (b"", b"")
         };
-        let total = head.len() + data.len() + tail.len();
+        let end: &[u8] = if last && self.chunked {
+            LAST_CHUNK
+        } else {
+            b""
+        };
+        let total = head.len() + data.len() + tail.len() + end.len();
         let mut taken = 0;
         if self.waiting_from == self.waiting.len() {
-            let parts = [IoSlice::new(head), IoSlice::new(data), IoSlice::new(tail)];
+            let parts = [
+                IoSlice::new(head),
+                IoSlice::new(data),
+                IoSlice::new(tail),
+                IoSlice::new(end),
+            ];
             match rustix::io::writev(&self.fd, &parts) {
                 Ok(n) => taken = n,
                 Err(Errno::AGAIN | Errno::INTR) => {}
@@ -135,7 +151,7 @@ impl ClientOut {
             self.waiting_from = 0;
         }
         let mut at = 0;
-        for part in [head, data, tail] {
+        for part in [head, data, tail, end] {
             let skip = taken.saturating_sub(at).min(part.len());
             self.waiting.extend_from_slice(&part[skip..]);
             at += part.len();
@@ -218,12 +234,16 @@ impl RelayHub {
             return self.end(id, RELAY_INVALID, Some(e.0), ended);
         }
         let out = core.out();
-        let written = if out.is_empty() {
+        let done = core.done();
+        // A complete Anthropic message: nothing follows from Python (it adds an error event
+        // only to a stream that ended without message_stop), so the last chunk goes now.
+        let last = done && relay.client.chunked && core.tally().message_stop;
+        let written = if out.is_empty() && !last {
             Write::Taken
         } else {
-            relay.client.send(out)
+            relay.client.send(out, last)
         };
-        let done = core.done();
+        relay.body_ended = last;
         drop(exchange);
         match written {
             Write::Gone => return self.end(id, RELAY_CLIENT_GONE, None, ended),
@@ -292,6 +312,12 @@ fn report(py: Python<'_>, ended: Vec<Ended>) -> PyResult<()> {
                 outcome = RELAY_CLIENT_GONE;
             }
         }
+        if relay.body_ended && outcome == RELAY_DONE {
+            // Not borrowed now: this runs from the hub's callback, between Python's calls.
+            if let Ok(mut front) = relay.front.bind(py).try_borrow_mut() {
+                front.body_ended(relay.seq);
+            }
+        }
         let done = relay.done.clone_ref(py);
         drop(relay);
         if let Err(err) = done.bind(py).call1((outcome, detail)) {
@@ -320,6 +346,7 @@ impl RelayHub {
             visit.call(&r.core)?;
             visit.call(&r.writer)?;
             visit.call(&r.done)?;
+            visit.call(&r.front)?;
         }
         Ok(())
     }
@@ -360,6 +387,9 @@ impl RelayHub {
             done,
             reading: true,
             client_watched: false,
+            front: target.front,
+            seq: target.seq,
+            body_ended: false,
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -455,13 +485,15 @@ mod tests {
         for i in 0..200u8 {
             let mut e = event.clone();
             e[0] = i;
-            let written = out.send(&e);
+            // The last one carries the body's last chunk, queued behind the rest.
+            let written = out.send(&e, i == 199);
             assert!(!matches!(written, Write::Gone), "the peer is open");
             waited |= matches!(written, Write::Waiting);
             expected.extend_from_slice(b"2710\r\n");
             expected.extend_from_slice(&e);
             expected.extend_from_slice(b"\r\n");
         }
+        expected.extend_from_slice(b"0\r\n\r\n");
         assert!(waited, "2 MB should overflow a socket pair's buffer");
         let mut got = Vec::new();
         while out.waiting_len() > 0 {
@@ -476,10 +508,22 @@ mod tests {
     fn close_delimited_streams_are_written_as_they_are() {
         let (ours, theirs) = pair();
         let mut out = ClientOut::new(ours, false);
-        assert!(matches!(out.send(b"data: 1\n\n"), Write::Taken));
+        // No last chunk without chunked framing: the close ends the body.
+        assert!(matches!(out.send(b"data: 1\n\n", true), Write::Taken));
         let mut got = Vec::new();
         drain(&theirs, &mut got);
         assert_eq!(got, b"data: 1\n\n");
+    }
+
+    #[test]
+    fn the_last_chunk_goes_with_the_last_event_or_alone() {
+        let (ours, theirs) = pair();
+        let mut out = ClientOut::new(ours, true);
+        assert!(matches!(out.send(b"data: 1\n\n", true), Write::Taken));
+        assert!(matches!(out.send(b"", true), Write::Taken));
+        let mut got = Vec::new();
+        drain(&theirs, &mut got);
+        assert_eq!(got, b"9\r\ndata: 1\n\n\r\n0\r\n\r\n0\r\n\r\n");
     }
 
     #[test]
@@ -487,6 +531,6 @@ mod tests {
         let (ours, theirs) = pair();
         drop(theirs);
         let mut out = ClientOut::new(ours, true);
-        assert!(matches!(out.send(b"data: 1\n\n"), Write::Gone));
+        assert!(matches!(out.send(b"data: 1\n\n", false), Write::Gone));
     }
 }

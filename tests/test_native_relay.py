@@ -170,7 +170,8 @@ def test_a_client_that_leaves_mid_stream_ends_the_upstream_request(
 def test_the_head_and_the_first_event_leave_in_one_write(gw: GatewayProcess, up: FakeUpstream) -> None:
     # The upstream pauses after the first event, so the client's first read holds whatever the
     # gateway wrote before the pause: written as two writes (head, then event), a reader woken
-    # by the first gets the head alone some of the time; as one, never.
+    # by the first gets the head alone some of the time; as one, never. The same for the last
+    # event (message_stop, after another pause) and the body's last chunk.
     frames = fa.sse_stream(fa.Text("one write", pieces=3))
     body = json.dumps(MSG).encode()
     request = (
@@ -179,17 +180,29 @@ def test_the_head_and_the_first_event_leave_in_one_write(gw: GatewayProcess, up:
     )
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
         for _ in range(15):
-            up.enqueue([Status(200, fa.SSE_HEADERS), Send(frames[0]), Sleep(0.05), *map(Send, frames[1:])])
+            middle = [Send(f) for f in frames[1:-1]]
+            up.enqueue(
+                [
+                    Status(200, fa.SSE_HEADERS),
+                    Send(frames[0]),
+                    Sleep(0.05),
+                    *middle,
+                    Sleep(0.05),
+                    Send(frames[-1]),
+                ]
+            )
             sock.sendall(request)
             first = sock.recv(65536)
             head, _, rest = first.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
             assert rest == b"%x\r\n%s\r\n" % (len(frames[0]), frames[0])
             got = bytearray(first)
-            while not got.endswith(b"\r\n0\r\n\r\n"):
+            while frames[-2] not in got:
                 data = sock.recv(65536)
                 assert data
                 got += data
+            assert got.endswith(frames[-2] + b"\r\n")
+            assert sock.recv(65536) == b"%x\r\n%s\r\n0\r\n\r\n" % (len(frames[-1]), frames[-1])
 
 
 def test_an_http10_client_gets_the_stream_close_delimited(gw: GatewayProcess, up: FakeUpstream) -> None:

@@ -215,6 +215,14 @@ impl FrontCore {
         Ok(())
     }
 
+    /// The native relay wrote this chunked answer's last chunk itself (with its last event):
+    /// the answer is complete, and `_finish` must not write another.
+    pub(crate) fn body_ended(&mut self, seq: u64) {
+        if seq == self.seq && self.answer == (Answer::Streaming { chunked: true }) {
+            self.answer = Answer::Done;
+        }
+    }
+
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.phase = Phase::Closed;
         self.buf = Vec::new();
@@ -939,6 +947,9 @@ pub(crate) struct SpliceTarget {
     /// `transport.write`: for bytes the socket did not take by the end of the relay.
     pub writer: Py<PyAny>,
     pub chunked: bool,
+    /// The connection and the answer's number, for `FrontCore::body_ended`.
+    pub front: Py<FrontCore>,
+    pub seq: u64,
 }
 
 impl Stream {
@@ -963,6 +974,8 @@ impl Stream {
                 fd: this.fd,
                 writer: writer.clone_ref(py),
                 chunked: self.chunked,
+                front: self.conn.clone_ref(py),
+                seq: self.seq,
             };
             (transport.clone_ref(py), target)
         };
