@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyString};
 use pyo3::PyTraverseError;
 
 use super::parse::{parse_head, ChunkedBody, Framing, Refusal, RequestHead};
-use super::response::{chunk_size_line, write_head, BodyFraming, DateCache};
+use super::response::{chunk_size_line, push_chunk, write_head, BodyFraming, DateCache};
 
 pyo3::create_exception!(
     sluicegate._native,
@@ -855,16 +855,10 @@ impl Request {
             BodyFraming::Chunked
         };
         let first = first.map(|b| b.as_bytes()).unwrap_or_default();
-        let mut body = Vec::with_capacity(first.len() + 20);
-        if !first.is_empty() {
-            if framing == BodyFraming::Chunked {
-                let mut line = [0; 18];
-                body.extend_from_slice(chunk_size_line(first.len(), &mut line));
-                body.extend_from_slice(first);
-                body.extend_from_slice(b"\r\n");
-            } else {
-                body.extend_from_slice(first);
-            }
+        let mut body = Vec::new();
+        match framing {
+            BodyFraming::Chunked => push_chunk(&mut body, first),
+            _ => body.extend_from_slice(first),
         }
         self.answer(py, status, headers, framing, &body)?;
         if !first.is_empty() && self.conn.bind(py).borrow().writer.is_none() {

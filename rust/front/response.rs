@@ -118,6 +118,18 @@ pub fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     &buf[at..]
 }
 
+/// `data` as one chunk (size line, data, CRLF) onto `out`; nothing for no data, since an empty
+/// chunk would be the body's last.
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut line = [0; 18];
+    out.extend_from_slice(chunk_size_line(data.len(), &mut line));
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The `date` header's value (IMF-fixdate) for a time in whole seconds since the epoch.
 pub fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -206,5 +218,15 @@ mod tests {
             chunk_size_line(usize::MAX, &mut buf).len(),
             2 * size_of::<usize>() + 2
         );
+    }
+
+    #[test]
+    fn chunks_and_no_empty_chunk() {
+        let mut out = b"head".to_vec();
+        push_chunk(&mut out, b"");
+        assert_eq!(out, b"head", "an empty chunk would end the body");
+        push_chunk(&mut out, &[b'x'; 26]);
+        assert_eq!(&out[4..8], b"1a\r\n");
+        assert!(out.ends_with(b"xx\r\n") && out.len() == 4 + 4 + 26 + 2);
     }
 }

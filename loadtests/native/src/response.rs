@@ -88,12 +88,9 @@ impl Response {
                     return self.feed(&rest);
                 }
                 Phase::ChunkSize => {
-                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
-                        self.line.extend_from_slice(data);
+                    if !self.take_line(&mut data) {
                         return Ok(());
-                    };
-                    self.line.extend_from_slice(&data[..nl]);
-                    data = &data[nl + 1..];
+                    }
                     let size = chunk_size(&self.line).ok_or("bad_chunk_size")?;
                     self.line.clear();
                     self.phase = if size == 0 {
@@ -121,12 +118,9 @@ impl Response {
                     };
                 }
                 Phase::Trailer => {
-                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
-                        self.line.extend_from_slice(data);
+                    if !self.take_line(&mut data) {
                         return Ok(());
-                    };
-                    self.line.extend_from_slice(&data[..nl]);
-                    data = &data[nl + 1..];
+                    }
                     let blank = self.line.iter().all(|&b| b == b'\r');
                     self.line.clear();
                     if blank {
@@ -152,6 +146,19 @@ impl Response {
             }
         }
         Ok(())
+    }
+
+    /// Move bytes of `data` into `line` up to the next LF (taken, not kept); false when the
+    /// line goes on past `data` (all of it taken).
+    fn take_line(&mut self, data: &mut &[u8]) -> bool {
+        let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+            self.line.extend_from_slice(data);
+            *data = &[];
+            return false;
+        };
+        self.line.extend_from_slice(&data[..nl]);
+        *data = &data[nl + 1..];
+        true
     }
 
     fn parse_head(&mut self) -> Result<(), &'static str> {

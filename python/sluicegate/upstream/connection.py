@@ -377,7 +377,6 @@ class UpstreamConnection(ProtocolCore, asyncio.Protocol):
         ex = self.exchange
         if self.closed and ex is not None and not ex.done:
             raise UpstreamClosed("upstream closed the connection before the response was complete")
-        fut = self._loop.create_future()
         fut = self.waiter = self._loop.create_future()
         try:
             await fut
