@@ -14,9 +14,10 @@ serve: install
 	sluicegate serve --config $(CONFIG) --port $(PORT)
 
 # Every check: formatting and lints, types, Rust unit tests, then the pytest suite
-# (which starts real Granian servers, Redis and PostgreSQL on loopback), then the end-to-end
-# modules that exercise the HTTP layer once more under the native front (--server native).
-NATIVE_E2E = tests/test_gateway_anthropic.py tests/test_chat_passthrough.py \
+# (which starts real gateways under the default server, the native front, and Redis and
+# PostgreSQL on loopback), then the end-to-end modules that exercise the HTTP layer once more
+# under Granian (--server granian, what --http 2 runs on).
+GRANIAN_E2E = tests/test_gateway_anthropic.py tests/test_chat_passthrough.py \
 	tests/test_chat_translate.py tests/test_translate_anthropic_sdk.py tests/test_bad_input_fuzz.py \
 	tests/test_routing_failover.py tests/test_routing_timeouts.py tests/test_lifecycle.py \
 	tests/test_body_limit.py tests/test_body_release.py tests/test_streams_in_flight.py \
@@ -35,7 +36,7 @@ test: install services
 	cargo clippy --manifest-path loadtests/native/Cargo.toml --all-targets -- -D warnings
 	cargo test --quiet --manifest-path loadtests/native/Cargo.toml
 	$(PYTHON) -m pytest -q
-	SLUICEGATE_SERVER=native $(PYTHON) -m pytest -q $(NATIVE_E2E)
+	SLUICEGATE_SERVER=granian $(PYTHON) -m pytest -q $(GRANIAN_E2E)
 
 fmt:
 	ruff format python tests loadtests

@@ -679,12 +679,17 @@ def versions() -> dict[str, str]:
             return "n/a"
 
     from sluicegate.allocator import find_jemalloc
+    from sluicegate.cli import resolve_server
 
     return {
         "python": platform.python_version(),
         # The gateway's Python heap (serve --malloc auto): without the library the RSS after
         # close reads ~1.22x, not ~1.05x (docs/performance.md, "Memory").
         "malloc": "jemalloc" if find_jemalloc() else "system (apt-get install libjemalloc2)",
+        # The server the sluicegate target runs on (serve --server, SLUICEGATE_SERVER).
+        "server": resolve_server(
+            os.environ.get("SLUICEGATE_SERVER", "auto"), os.environ.get("SLUICEGATE_HTTP", "1")
+        ),
         "granian": granian.__version__,
         "uvloop": uvloop.__version__,
         "rustc": cmd("rustc", "--version"),

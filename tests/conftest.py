@@ -1,4 +1,5 @@
-"""Shared fixtures: a real sluicegate server (Granian, on a loopback port) per test or module."""
+"""Shared fixtures: a real sluicegate server (the native front by default, or Granian with
+SLUICEGATE_SERVER=granian; on a loopback port) per test or module."""
 
 from __future__ import annotations
 

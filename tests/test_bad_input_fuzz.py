@@ -109,8 +109,8 @@ def gw(up: FakeUpstream) -> Iterator[GatewayProcess]:
 # ---- the wire --------------------------------------------------------------------------------
 
 
-# The suite runs against `sluicegate serve --server native` too (SLUICEGATE_SERVER=native).
-NATIVE_FRONT = os.environ.get("SLUICEGATE_SERVER") == "native"
+# The suite runs under the native front (the default) and under Granian (SLUICEGATE_SERVER=granian).
+NATIVE_FRONT = os.environ.get("SLUICEGATE_SERVER", "auto") in ("auto", "native")
 
 
 @dataclass(frozen=True)

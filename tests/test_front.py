@@ -1,7 +1,7 @@
 """The native front (`serve --server native`): HTTP/1.1 as clients speak it, over raw sockets.
 
-The rest of the suite runs against it too (`make test` runs the end-to-end modules a second
-time with SLUICEGATE_SERVER=native); this module holds what only the HTTP layer decides:
+The rest of the suite runs against it too (it is the default server; `make test` runs the
+end-to-end modules a second time under Granian); this module holds what only the HTTP layer decides:
 keep-alive, pipelining, request framing, Expect, HTTP/1.0 streams, timeouts, workers.
 """
 
@@ -310,3 +310,28 @@ def test_native_front_refuses_http2() -> None:
     gw = GatewayProcess(mock_config(), env={**NATIVE, "SLUICEGATE_HTTP": "2"})
     with pytest.raises(RuntimeError, match=r"HTTP/1\.1 only"):
         gw.start()
+
+
+def test_the_default_server_is_the_native_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sluicegate.cli import build_parser, resolve_server
+
+    monkeypatch.delenv("SLUICEGATE_SERVER", raising=False)
+    args = build_parser().parse_args(["serve", "--config", "x.yaml"])
+    assert args.server == "auto"
+    assert resolve_server(args.server, "1") == "native"
+    assert resolve_server("auto", "2") == resolve_server("auto", "auto") == "granian"
+    assert resolve_server("granian", "1") == "granian"
+
+
+@pytest.mark.parametrize(("http", "server"), [("1", "native front"), ("auto", "granian")])
+def test_auto_serves_http1_on_the_native_front_and_http2_on_granian(http: str, server: str) -> None:
+    gw = GatewayProcess(mock_config(), env={"SLUICEGATE_SERVER": "auto", "SLUICEGATE_HTTP": http}).start()
+    try:
+        sdk = anthropic.Anthropic(base_url=gw.url, api_key="sg-k", max_retries=0)
+        reply = sdk.messages.create(
+            model="big-coder", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.content[0].type == "text"
+        assert f'"serving ({server})"' in gw.logs()
+    finally:
+        assert gw.stop() == 0

@@ -1,4 +1,5 @@
-"""The RSGI application Granian serves: routing of paths, auth, and the per-request flow.
+"""The RSGI application, served by the native front or Granian: routing of paths, auth, and
+the per-request flow.
 
 Per request the work is: read the snapshot reference once, a header look-up and a sha256 for
 the key, one native pass over the body (`inspect_request`), dictionary look-ups for the

@@ -87,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.server == "native" and args.http != "1":
         print("sluicegate serve: --server native speaks HTTP/1.1 only (--http 1)", file=sys.stderr)
         return 2
+    server = resolve_server(args.server, args.http)
     serve(
         ServeOptions(
             host=args.host,
@@ -95,10 +96,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             drain_s=args.drain_s,
             http=args.http,
             sched=args.sched,
-            server=args.server,
+            server=server,
         )
     )
     return 0
+
+
+def resolve_server(server: str, http: str) -> str:
+    """The HTTP server `auto` stands for: the native front, unless HTTP/2 is asked for.
+
+    The native front costs less CPU per streamed event and bounds what a slow client makes the
+    gateway buffer (docs/operations.md, "The native front"); it speaks HTTP/1.1 only.
+    """
+    if server != "auto":
+        return server
+    return "native" if http == "1" else "granian"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--server",
-        choices=["granian", "native"],
-        default=_env("SLUICEGATE_SERVER", "granian"),
-        help="granian, or native: sluicegate's own HTTP/1.1 front, where the event loop writes to "
-        "the client socket itself (less CPU per event; HTTP/1.1 only) [SLUICEGATE_SERVER]",
+        choices=["auto", "native", "granian"],
+        default=_env("SLUICEGATE_SERVER", "auto"),
+        help="native: sluicegate's own HTTP/1.1 front, where the event loop writes to the client "
+        "socket itself (less CPU per event, bounded buffering; HTTP/1.1 only); granian: Granian "
+        "(HTTP/1.1 and HTTP/2); auto: native with --http 1, granian otherwise [SLUICEGATE_SERVER]",
     )
     p.add_argument(
         "--sched",

@@ -3,7 +3,7 @@
 A request finished by the gateway is counted in the extension (request_end.py's RequestSink,
 rust/accounting.rs) and its counts are added to these dicts at the next dump: a scrape, or a
 worker's publish; `request_done` counts one here directly. Gauges owned by other parts (ledger
-queue, limiter backend, key store, breakers) are read at render time. With several Granian
+queue, limiter backend, key store, breakers) are read at render time. With several
 workers, give each worker's Metrics the same `shared_dir`: each publishes its current view there
 every second and any worker's scrape answers for all of them: counters summed, breaker state the
 worst any worker has for a target.

@@ -1,4 +1,4 @@
-"""Run the gateway under Granian (or the native front): one main process, N worker processes,
+"""Run the gateway under the native front (front/) or Granian: one main process, N worker processes,
 each with its own loop.
 
 Granian's own SIGHUP behaviour respawns workers; sluicegate instead forwards SIGHUP to the
@@ -28,8 +28,8 @@ class ServeOptions:
     http: str = "1"
     runtime_threads: int = 1
     sched: str = "batch"
-    # "granian", or "native": sluicegate's own HTTP/1.1 front on the worker's loop (front/).
-    server: str = "granian"
+    # "native": sluicegate's own HTTP/1.1 front on the worker's loop (front/), or "granian".
+    server: str = "native"
 
 
 class _GatewayServer(Server):  # type: ignore[misc,valid-type]
@@ -97,6 +97,7 @@ def serve(opts: ServeOptions) -> None:
         serve_front(opts.host, opts.port, opts.workers, opts.drain_s)
         return
     _install_drain_hook(opts.drain_s)
+    log.info("serving (granian)", address=f"{opts.host}:{opts.port}", workers=opts.workers, http=opts.http)
     server = _GatewayServer(
         "sluicegate.app:app",
         address=opts.host,

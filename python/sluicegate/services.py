@@ -1,6 +1,6 @@
 """Per-worker accounting services: key store, limiter, usage ledger and metrics.
 
-Created in each Granian worker after it forks (threads and sockets do not survive a fork)
+Created in each worker process after it forks (threads and sockets do not survive a fork)
 and closed when it stops. The request path touches them only through cheap calls: a dict
 look-up for store keys, one limiter admit/settle when a limit applies, and a non-blocking
 queue put for the usage record.
