@@ -22,7 +22,7 @@ GRANIAN_E2E = tests/test_gateway_anthropic.py tests/test_chat_passthrough.py \
 	tests/test_routing_failover.py tests/test_routing_timeouts.py tests/test_lifecycle.py \
 	tests/test_body_limit.py tests/test_body_release.py tests/test_streams_in_flight.py \
 	tests/test_perf_smoke.py tests/test_request_id.py tests/test_access_log.py \
-	tests/test_claude_cli_gateway.py
+	tests/test_claude_cli_gateway.py tests/test_upstream_pool.py
 
 test: install services
 	ruff format --check python tests loadtests

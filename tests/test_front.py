@@ -335,3 +335,19 @@ def test_auto_serves_http1_on_the_native_front_and_http2_on_granian(http: str, s
         assert f'"serving ({server})"' in gw.logs()
     finally:
         assert gw.stop() == 0
+
+
+def test_serve_raises_the_open_files_limit_to_the_hard_one() -> None:
+    # Two descriptors a stream: a container's common soft limit of 1,024 would cap it at ~500.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from sluicegate.cli import raise_open_files_limit\n"
+        "print(raise_open_files_limit() == (hard, hard), resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["True", "True"], out.stderr

@@ -44,6 +44,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
 _JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit (inherited by the workers).
+
+    Each stream holds two descriptors (the client's and the upstream's), and a soft limit of
+    1,024 is still common in containers: 500 streams would hit it. Returns (soft, hard).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # a hard limit of "unlimited" some kernels refuse: keep ours
+            pass
+    return soft, hard
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import allocator
 
@@ -55,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if env is not None:
         allocator.reexec(args.argv, env)
     os.environ.setdefault("_RJEM_MALLOC_CONF", _JEMALLOC_CONF)
+    raise_open_files_limit()
     from .server import ServeOptions, serve
     from .snapshot import Snapshot, SnapshotError
 
