@@ -665,7 +665,7 @@ def sustained(rows: list[Row], sweep: list[int]) -> dict[str, int]:
     return best
 
 
-def versions() -> dict[str, str]:
+def versions(granian_settings: str | None = None) -> dict[str, str]:
     import platform
 
     import granian
@@ -686,8 +686,11 @@ def versions() -> dict[str, str]:
         # The gateway's Python heap (serve --malloc auto): without the library the RSS after
         # close reads ~1.22x, not ~1.05x (docs/performance.md, "Memory").
         "malloc": "jemalloc" if find_jemalloc() else "system (apt-get install libjemalloc2)",
-        # The server the sluicegate target runs on (serve --server, SLUICEGATE_SERVER).
-        "server": resolve_server(
+        # The server the sluicegate target runs on: serve --server (SLUICEGATE_SERVER), or
+        # Granian itself with --granian's settings (serve_variant.py).
+        "server": "granian (--granian)"
+        if granian_settings is not None
+        else resolve_server(
             os.environ.get("SLUICEGATE_SERVER", "auto"), os.environ.get("SLUICEGATE_HTTP", "1")
         ),
         "granian": granian.__version__,
@@ -806,7 +809,7 @@ async def main_async(args: argparse.Namespace) -> int:
         f"{load0[0]:.2f} / {load1[0]:.2f}"
     )
     print(
-        " ".join(f"{k}={v}" for k, v in versions().items()),
+        " ".join(f"{k}={v}" for k, v in versions(args.granian).items()),
         f"paced-load={args.load if NATIVE_BIN else 'python'}",
     )
     print()
@@ -835,7 +838,7 @@ async def main_async(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "load": [load0, load1],
-                    "versions": versions(),
+                    "versions": versions(args.granian),
                     "rows": [
                         {
                             "spec": r.spec,
