@@ -1,6 +1,7 @@
 """Instructions a request costs the gateway, by thread, under callgrind (not part of the test command).
 
     python loadtests/instructions_probe.py [--rounds 2] [--duration 20] [--switches]
+        [--spec API:PACING:CONCURRENCY ...]
 
 CPU time on this VM moves by 15-30 % between windows and between gateways of one build, which is
 more than the accounting switches cost; the count of instructions executed does not move with
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (
     ACCOUNTING,
     ONE_SWITCH_OFF,
+    PACING,
     Spec,
     free_port,
     gateway_config,
@@ -128,6 +130,17 @@ class Gateway:
         self.log.close()
 
 
+def parse_spec(text: str, duration_s: float) -> Spec:
+    """`API:PACING:CONCURRENCY` as a Spec (bench.py's scenarios by the same names)."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in ("anthropic", "chat", "translated") or parts[1] not in PACING:
+        raise SystemExit(f"--spec {text!r}: API:PACING:CONCURRENCY, e.g. translated:stream50:1")
+    api, pacing, concurrency = parts
+    if not concurrency.isdigit() or int(concurrency) < 1:
+        raise SystemExit(f"--spec {text!r}: the concurrency is a whole number from 1")
+    return Spec(f"{api}:{pacing}:c{concurrency}", api, pacing, int(concurrency), duration_s)
+
+
 async def measure(gw: Gateway, spec: Spec) -> dict[str, float]:
     marks: dict[str, int] = {}
 
@@ -178,34 +191,40 @@ async def main_async(args: argparse.Namespace) -> None:
         wait_port_plain(mock_port, mock, "mock-upstream")
         for gw in gateways:
             gw.wait()
-        spec = Spec("c8-json1k", "anthropic", "json1k", 8, args.duration)
+        specs = [parse_spec(text, args.duration) for text in args.spec or ["anthropic:json1k:8"]]
         # The port opens before the worker has imported the app and opened its stores; under
         # callgrind that takes most of a minute, and a window over it counted those imports
         # (and their compiles) against the requests: up to ~24,000 instructions a request, the
         # "unexplained" spread of the all-on gateway. Every gateway serves a while unmeasured.
-        settle = Spec("settle", "anthropic", "json1k", 8, 8.0)
+        # (Each scenario's own path too: a translated request's modules load on its first.)
+        settles = [Spec("settle", "anthropic", "json1k", 8, 8.0)]
+        settles += [Spec("settle", s.api, s.pacing, s.concurrency, 4.0) for s in specs]
         for gw in gateways:
-            await run_scenario(settle.scenario(gw.label, gw.port))
-        results: dict[str, list[dict[str, float]]] = defaultdict(list)
+            for settle in settles:
+                await run_scenario(settle.scenario(gw.label, gw.port))
+        results: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
         for i in range(args.rounds):
-            for gw in gateways[i % len(gateways) :] + gateways[: i % len(gateways)]:
-                results[gw.label].append(await measure(gw, spec))
-        base = statistics.median(r["whole"] for r in results["all off"])
+            for spec in specs:
+                for gw in gateways[i % len(gateways) :] + gateways[: i % len(gateways)]:
+                    results[gw.label, spec.name].append(await measure(gw, spec))
         print(
-            "| gateway | event loop Ir/req | other threads Ir/req | ledger writer Ir/row | whole Ir/req | vs all off |"
+            "| scenario | gateway | event loop Ir/req | other threads Ir/req | ledger writer Ir/row"
+            " | whole Ir/req | vs all off |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
-        for label in wanted:
-            runs = results[label]
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for spec in specs:
+            base = statistics.median(r["whole"] for r in results["all off", spec.name])
+            for label in wanted:
+                runs = results[label, spec.name]
 
-            def med(key: str, runs: list[dict[str, float]] = runs) -> float:
-                return statistics.median(r[key] for r in runs)
+                def med(key: str, runs: list[dict[str, float]] = runs) -> float:
+                    return statistics.median(r[key] for r in runs)
 
-            writer = f"{med('writer per row'):,.0f}" if med("writer per row") else "-"
-            print(
-                f"| {label} | {med('event loop'):,.0f} | {med('other threads'):,.0f} | {writer}"
-                f" | {med('whole'):,.0f} | {med('whole') / base - 1:+.1%} |"
-            )
+                writer = f"{med('writer per row'):,.0f}" if med("writer per row") else "-"
+                print(
+                    f"| {spec.name} | {label} | {med('event loop'):,.0f} | {med('other threads'):,.0f}"
+                    f" | {writer} | {med('whole'):,.0f} | {med('whole') / base - 1:+.1%} |"
+                )
         requests = sum(r["requests"] for runs in results.values() for r in runs)
         print(
             f"\n(medians of {args.rounds} rounds of {args.duration:g} s, {requests:.0f} requests; logs in {work})"
@@ -223,6 +242,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per window")
     ap.add_argument("--switches", action="store_true", help="also a gateway with each switch off on its own")
+    ap.add_argument(
+        "--spec",
+        action="append",
+        metavar="API:PACING:CONCURRENCY",
+        help="a scenario to measure (repeatable; default anthropic:json1k:8): API anthropic, chat or"
+        " translated; PACING json1k or stream50 (bench.py's PACING); e.g. translated:stream50:1",
+    )
     asyncio.run(main_async(ap.parse_args()))
 
 

@@ -58,13 +58,15 @@ fn real_of(v: &Val<'_>) -> f64 {
 /// A row's value as the record, the line and the counters take it; an int past 64 bits is
 /// `Other` (the line writes null, the ledger refuses the record). The text is the UTF-8 Python
 /// keeps of the string, borrowed; None for a string with lone surrogates (`lossy_text`).
-pub fn read_val<'a>(value: &'a Bound<'_, PyAny>) -> Option<Val<'a>> {
-    Some(match kind_of(value) {
+#[inline]
+pub fn read_val<'a>(value: Borrowed<'a, '_, PyAny>) -> Option<Val<'a>> {
+    Some(match kind_of(&value) {
         PyValue::None => Val::Null,
         PyValue::Bool(b) => Val::Bool(b),
         PyValue::Int(v) => v.extract().map_or(Val::Other, Val::Int),
         PyValue::Real(v) => Val::Real(v),
-        PyValue::Text(s) => Val::Text(s.to_str().ok()?),
+        // Extracted from the borrowed item: the text lives as long as the row, not this call.
+        PyValue::Text(_) => Val::Text(value.extract::<&'a str>().ok()?),
         PyValue::Other => Val::Other,
     })
 }
@@ -193,9 +195,16 @@ impl LineSpec {
                 Some(Source::Field(i, scale)) if *scale > 0.0 => {
                     push_rounded(out, vals.get(*i).unwrap_or(&Val::Null), *scale);
                 }
-                Some(Source::Field(i, _)) => match record.value(*i) {
-                    b"" => out.extend_from_slice(b"null"),
-                    written => out.extend_from_slice(written),
+                Some(Source::Field(i, _)) => match record.value_block(*i) {
+                    Some((block, len)) => {
+                        let at = out.len();
+                        out.extend_from_slice(block);
+                        out.truncate(at + len);
+                    }
+                    None => match record.value(*i) {
+                        b"" => out.extend_from_slice(b"null"),
+                        written => out.extend_from_slice(written),
+                    },
                 },
             }
         }
@@ -492,15 +501,12 @@ impl RequestSink {
             )));
         }
         // Borrowed: no reference count taken and dropped per value (calls, under the stable ABI).
-        let mut values: Vec<Borrowed<'_, 'py, PyAny>> = Vec::with_capacity(self.width);
-        for i in 0..self.width {
-            values.push(row.get_borrowed_item(i)?);
-        }
         let mut lossy: Vec<(usize, String)> = Vec::new();
         let mut vals: Vec<Val<'_>> = Vec::with_capacity(self.width);
-        for (i, v) in values.iter().enumerate() {
-            vals.push(read_val(v).unwrap_or_else(|| {
-                lossy.push((i, lossy_text(v)));
+        for i in 0..self.width {
+            let item = row.get_borrowed_item(i)?;
+            vals.push(read_val(item).unwrap_or_else(|| {
+                lossy.push((i, lossy_text(&item)));
                 Val::Other
             }));
         }
@@ -521,7 +527,7 @@ impl RequestSink {
             record.write(&vals, Some(&self.shown_as_written));
         }
         if let Some(q) = queue {
-            q.get().push_record(py, &vals, &record.text);
+            q.get().push_record(py, &vals, record.text());
         }
         let kept = if access {
             self.keep_line(&vals, &record, attempts, tail)

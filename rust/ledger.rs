@@ -369,7 +369,7 @@ mod tests {
                 Val::Null,
             ];
             text.write(&vals, None);
-            assert_eq!(b.record(&vals, &text.text), Ok(()));
+            assert_eq!(b.record(&vals, text.text()), Ok(()));
         }
         b.finish()
     }

@@ -69,45 +69,6 @@ pub struct Sums {
     pub opts: Vec<(f64, i64)>,
 }
 
-/// What a field is for beyond its place in the record: slots into the sums (`NONE`: not one).
-/// Small and `Copy`: it is read for every field of every record.
-#[derive(Debug, Clone, Copy)]
-struct Role {
-    /// Null (or a NaN or infinity, which SQLite stores as null) is refused.
-    required: bool,
-    dim: bool,
-    status: bool,
-    int_sum: u8,
-    real_sum: u8,
-    opt_sum: u8,
-    /// None of the above, nor the time or the request id: the value is only written.
-    plain: bool,
-}
-
-const NONE: u8 = u8::MAX;
-
-impl Default for Role {
-    fn default() -> Self {
-        Role {
-            required: false,
-            dim: false,
-            status: false,
-            int_sum: NONE,
-            real_sum: NONE,
-            opt_sum: NONE,
-            plain: false,
-        }
-    }
-}
-
-/// A sum's slot as a Role holds it.
-fn slot(i: usize) -> Result<u8, String> {
-    u8::try_from(i)
-        .ok()
-        .filter(|&s| s != NONE)
-        .ok_or_else(|| format!("{i} sums of a kind: too many"))
-}
-
 /// What a batch row and its rollups are made of.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
@@ -153,7 +114,8 @@ const TS_RANGE: std::ops::Range<f64> = -62_135_596_800.0..253_402_300_800.0;
 pub struct BatchBuilder {
     width: usize,
     id_field: usize,
-    roles: Vec<Role>,
+    /// By field: null is refused (the store's NOT NULL).
+    required: Vec<bool>,
     spec: RollupSpec,
     batch: Batch,
     // The record being read: its rollup key (day and dimensions, 0xFF after each: a byte UTF-8
@@ -174,47 +136,45 @@ impl BatchBuilder {
         required: &[usize],
         spec: RollupSpec,
     ) -> Result<Self, String> {
-        let mut roles = vec![Role::default(); width];
-        fn role<'r>(roles: &'r mut [Role], i: usize, what: &str) -> Result<&'r mut Role, String> {
-            let width = roles.len();
-            roles
-                .get_mut(i)
-                .ok_or_else(|| format!("{what}: field {i} of a record of {width}"))
-        }
-        role(&mut roles, id_field, "the request id")?;
+        // Every index the record is read at (`apply` reads them without asking again).
+        let field = |i: usize, what: &str| {
+            if i < width {
+                Ok(i)
+            } else {
+                Err(format!("{what}: field {i} of a record of {width}"))
+            }
+        };
+        field(id_field, "the request id")?;
+        let mut is_required = vec![false; width];
         for &i in required {
-            role(&mut roles, i, "a required field")?.required = true;
+            if let Some(r) = is_required.get_mut(field(i, "a required field")?) {
+                *r = true;
+            }
         }
         for &i in &spec.dims {
-            role(&mut roles, i, "a dimension")?.dim = true;
+            field(i, "a dimension")?;
         }
-        role(&mut roles, spec.status, "the status")?.status = true;
-        for (n, &i) in spec.int_sums.iter().enumerate() {
-            role(&mut roles, i, "an int sum")?.int_sum = slot(n)?;
-        }
-        for (n, &i) in spec.real_sums.iter().enumerate() {
-            role(&mut roles, i, "a real sum")?.real_sum = slot(n)?;
-        }
-        for (n, &i) in spec.opt_sums.iter().enumerate() {
-            role(&mut roles, i, "an optional sum")?.opt_sum = slot(n)?;
+        field(spec.status, "the status")?;
+        for (what, sums) in [
+            ("an int sum", &spec.int_sums),
+            ("a real sum", &spec.real_sums),
+            ("an optional sum", &spec.opt_sums),
+        ] {
+            for &i in sums {
+                field(i, what)?;
+            }
         }
         if width == 0 {
             return Err("width: at least the unix time is needed".into());
         }
-        for (i, r) in roles.iter_mut().enumerate() {
-            r.plain = i != 0
-                && i != id_field
-                && !r.dim
-                && !r.status
-                && [r.int_sum, r.real_sum, r.opt_sum] == [NONE; 3];
-        }
+        let required = is_required;
         let sums = Self::zero(&spec);
         let mut batch = Batch::default();
         batch.records.push(b'[');
         Ok(BatchBuilder {
             width,
             id_field,
-            roles,
+            required,
             spec,
             batch,
             key: Vec::new(),
@@ -257,18 +217,16 @@ impl BatchBuilder {
             let msg = format!("a record of {} values, not {}", vals.len(), self.width);
             return Err(Refusal::Bad(msg));
         }
+        // Every field first (a refusal here has nothing to take back); then the rollup's own
+        // fields, each read once by what it is for: most of a record is only its text.
+        for (i, (&v, &required)) in vals.iter().zip(&self.required).enumerate() {
+            Self::check(i, required, v)?;
+        }
         self.begin();
         self.batch.records.extend_from_slice(text);
-        for (i, &v) in vals.iter().enumerate() {
-            let role = self.roles.get(i).copied().unwrap_or_default();
-            let mut read = Self::check(i, role, v);
-            if read.is_ok() && !role.plain {
-                read = self.apply(i, role, v);
-            }
-            if read.is_err() {
-                self.cancel();
-                return read;
-            }
+        if let Err(why) = self.apply(vals) {
+            self.cancel();
+            return Err(why);
         }
         self.end();
         Ok(())
@@ -281,12 +239,8 @@ impl BatchBuilder {
         }
         self.batch.records.push(b'[');
         self.key.clear();
-        // Zeroed in place: a record costs no allocation unless it starts a rollup row.
-        let s = &mut self.sums;
-        (s.requests, s.errors) = (1, 0);
-        s.ints.fill(0);
-        s.reals.fill(0.0);
-        s.opts.fill((0.0, 0));
+        // (`apply` sets every sum: a record costs no allocation unless it starts a rollup row.)
+        (self.sums.requests, self.sums.errors) = (1, 0);
     }
 
     /// Takes back the record begun (its text so far): the batch is as before `begin`.
@@ -296,7 +250,7 @@ impl BatchBuilder {
 
     /// What any field may not be: null (or a NaN or infinity) when required, or of a type the
     /// ledger does not store.
-    fn check(i: usize, role: Role, v: Val<'_>) -> Result<(), Refusal> {
+    fn check(i: usize, required: bool, v: Val<'_>) -> Result<(), Refusal> {
         let null = match v {
             Val::Null => true,
             Val::Real(x) => !x.is_finite(),
@@ -306,53 +260,49 @@ impl BatchBuilder {
             _ => false,
         };
         // The time has its own check (`apply`).
-        if role.required && null && i != 0 {
+        if required && null && i != 0 {
             return Err(Refusal::Missing(format!("record field {i}")));
         }
         Ok(())
     }
 
-    /// What a field that is more than written does: the time, the request id, a rollup's
-    /// dimension or sum, the status.
-    fn apply(&mut self, i: usize, role: Role, v: Val<'_>) -> Result<(), Refusal> {
-        if i == 0 {
-            let ts = v
-                .as_f64()
-                .filter(|ts| !matches!(v, Val::Bool(_)) && TS_RANGE.contains(ts))
-                .ok_or("the first field (the unix time) is not a time in years 1-9999")?;
-            self.time(ts);
+    /// The fields that are more than written: the time, the request id, the rollup's dimensions
+    /// and sums, the status (`new` checked every index against the width).
+    fn apply(&mut self, vals: &[Val<'_>]) -> Result<(), Refusal> {
+        let at = |i: usize| vals.get(i).copied().unwrap_or(Val::Null);
+        let t = at(0);
+        let ts = t
+            .as_f64()
+            .filter(|ts| !matches!(t, Val::Bool(_)) && TS_RANGE.contains(ts))
+            .ok_or("the first field (the unix time) is not a time in years 1-9999")?;
+        self.time(ts);
+        let Val::Text(id) = at(self.id_field) else {
+            return Err("the request id is not a text".into());
+        };
+        if self.batch.n == 0 {
+            self.batch.first_id.clear();
+            self.batch.first_id.push_str(id);
         }
-        if i == self.id_field {
-            let Val::Text(id) = v else {
-                return Err("the request id is not a text".into());
-            };
-            if self.batch.n == 0 {
-                self.batch.first_id.clear();
-                self.batch.first_id.push_str(id);
-            }
-        }
-        if role.dim {
-            match v {
+        for &i in &self.spec.dims {
+            match at(i) {
                 Val::Text(s) => self.key.extend_from_slice(s.as_bytes()),
                 Val::Null => {}
                 _ => return Err(format!("field {i} attributes a rollup and is not a text").into()),
             }
             self.key.push(0xFF);
         }
-        if role.status && v.as_i64() >= 400 {
-            self.sums.errors = 1;
+        let sums = &mut self.sums;
+        if at(self.spec.status).as_i64() >= 400 {
+            sums.errors = 1;
         }
-        if let Some(s) = self.sums.ints.get_mut(usize::from(role.int_sum)) {
-            *s = v.as_i64();
+        for (s, &i) in sums.ints.iter_mut().zip(&self.spec.int_sums) {
+            *s = at(i).as_i64();
         }
-        if let Some(s) = self.sums.reals.get_mut(usize::from(role.real_sum)) {
-            *s = v.as_f64().unwrap_or(0.0);
+        for (s, &i) in sums.reals.iter_mut().zip(&self.spec.real_sums) {
+            *s = at(i).as_f64().unwrap_or(0.0);
         }
-        if let (Some(s), Some(x)) = (
-            self.sums.opts.get_mut(usize::from(role.opt_sum)),
-            v.as_f64(),
-        ) {
-            *s = (x, 1);
+        for (s, &i) in sums.opts.iter_mut().zip(&self.spec.opt_sums) {
+            *s = at(i).as_f64().map_or((0.0, 0), |x| (x, 1));
         }
         Ok(())
     }
@@ -442,7 +392,7 @@ mod tests {
     fn record(b: &mut BatchBuilder, vals: &[Val<'_>]) -> Result<(), Refusal> {
         let mut text = RecordText::default();
         text.write(vals, None);
-        b.record(vals, &text.text)
+        b.record(vals, text.text())
     }
 
     /// A good record of (ts, id, key, status, tokens, cost, upstream cost) with field `i` as `v`.

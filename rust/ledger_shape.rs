@@ -73,7 +73,7 @@ impl Shape {
             .collect::<Result<Vec<_>, _>>()?;
         let mut text = RecordText::default();
         text.write(&vals, None);
-        b.record(&vals, &text.text)
+        b.record(&vals, text.text())
     }
 }
 

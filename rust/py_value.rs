@@ -17,6 +17,7 @@ pub enum PyValue<'a, 'py> {
 /// By exact type first (one pointer compare each under the stable ABI, where the subclass
 /// checks are calls), then by the subclass checks, in the order the sqlite3 module adapts them
 /// (bool before int).
+#[inline]
 pub fn kind_of<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyValue<'a, 'py> {
     if value.is_none() {
         PyValue::None

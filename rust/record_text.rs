@@ -9,13 +9,18 @@ use crate::json_float::push_f64;
 use crate::ledger_batch::Val;
 use crate::translate::json_out::{push_str, push_u64};
 
-/// `text` is `v0,v1,...`; `ends[i]` is where value i ends in it. A value left out (see `write`)
-/// is empty.
+/// `text` is `v0,v1,...` and then `PAD` zero bytes; `ends[i]` is where value i ends in it. A
+/// value left out (see `write`) is empty.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RecordText {
-    pub text: Vec<u8>,
+    text: Vec<u8>,
     ends: Vec<usize>,
 }
+
+/// Zero bytes after the values, so a value up to this long is copied out as a fixed-size block
+/// (`value_block`): a few moves, where a slice of any length is a call to memcpy (~20 of them an
+/// access line).
+pub const PAD: usize = 32;
 
 impl RecordText {
     /// The values in order; `wanted` (by index, when given) says which to write: the others stay
@@ -35,12 +40,31 @@ impl RecordText {
             }
             self.ends.push(self.text.len());
         }
+        self.text.extend_from_slice(&[0u8; PAD]);
+    }
+
+    /// The values as written, `v0,v1,...`.
+    pub fn text(&self) -> &[u8] {
+        let len = self.text.len().saturating_sub(PAD);
+        self.text.get(..len).unwrap_or_default()
     }
 
     /// Value `i` as written (empty when it was left out or there is no such value).
     pub fn value(&self, i: usize) -> &[u8] {
         let (start, end) = self.span(i);
         self.text.get(start..end).unwrap_or_default()
+    }
+
+    /// Value `i` as the `PAD` bytes from its start and its length, when it is at most that long
+    /// (and not empty); `value` otherwise.
+    pub fn value_block(&self, i: usize) -> Option<(&[u8; PAD], usize)> {
+        let (start, end) = self.span(i);
+        let len = end.saturating_sub(start);
+        if len == 0 || len > PAD {
+            return None;
+        }
+        let block = self.text.get(start..start + PAD)?;
+        Some((<&[u8; PAD]>::try_from(block).ok()?, len))
     }
 
     /// [start, end) of value `i` in the text ((0, 0) for no such value).
@@ -89,7 +113,7 @@ mod tests {
         ];
         r.write(&vals, None);
         assert_eq!(
-            String::from_utf8_lossy(&r.text),
+            String::from_utf8_lossy(r.text()),
             r#"1.5,"a\"b",-42,null,false,null"#
         );
         let each: Vec<String> = (0..6)
@@ -107,7 +131,9 @@ mod tests {
             &[Val::Text("x"), Val::Real(0.25), Val::Int(7)],
             Some(&[true, false, true]),
         );
-        assert_eq!(r.text, br#""x",,7"#);
+        assert_eq!(r.text(), br#""x",,7"#);
+        assert_eq!(r.value_block(2).map(|(b, n)| &b[..n]), Some(&b"7"[..]));
+        assert_eq!(r.value_block(1), None); // left out
         assert_eq!(
             (r.value(0), r.value(1), r.value(2)),
             (&b"\"x\""[..], &b""[..], &b"7"[..])

@@ -122,8 +122,15 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    // The digits left-aligned in a fixed-size block, copied whole and cut to their count: a
+    // few moves, where a slice of any length is a call to memcpy.
+    let digits = n.ilog10() as usize + 1;
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
+    let mut i = digits;
     while n >= 100 {
         let pair = (n % 100) as usize * 2;
         n /= 100;
@@ -138,7 +145,9 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         i -= 1;
         buf[i] = b'0' + n as u8;
     }
-    out.extend_from_slice(&buf[i..]);
+    let at = out.len();
+    out.extend_from_slice(&buf);
+    out.truncate(at + digits);
 }
 
 /// Appends a JSON value. Serializing a `Value` into a `Vec` cannot fail.
