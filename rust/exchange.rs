@@ -164,7 +164,7 @@ impl BodySink for Body {
                     if anthropic {
                         tally.anthropic_event(ev);
                     } else {
-                        tally.openai_event(ev);
+                        tally.openai_translated_event(ev);
                         if is_content_chunk(ev.data) {
                             *content_chunks += 1;
                         }

@@ -176,6 +176,16 @@ impl Tally {
         }
     }
 
+    /// An OpenAI chunk a stream translator also reads: its usage, errors and finish reason
+    /// come from the translator (exchange.rs `sync_translator`), so only a usage chunk is read
+    /// here, for what the translator does not keep (an upstream's reported cost). One search a
+    /// chunk where `openai_event` makes three.
+    pub fn openai_translated_event(&mut self, ev: &SseEvent<'_>) {
+        if has_non_null(ev.data, &USAGE_KEY) {
+            self.openai_json(ev.data, true);
+        }
+    }
+
     /// A whole (non-streamed) chat.completion object.
     pub fn openai_body(&mut self, body: &[u8]) {
         self.openai_json(body, false);

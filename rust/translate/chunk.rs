@@ -93,14 +93,46 @@ pub(super) struct PromptDetails {
     pub(super) cached_tokens: Option<u64>,
 }
 
-/// The chunk read by serde: the scan's result when it knows the shape, else serde's (None when
-/// the data is not a chunk).
-pub(super) fn read(data: &[u8]) -> Option<Chunk<'_>> {
-    scan(data).or_else(|| serde_json::from_slice(data).ok())
+/// The chunk as serde would read it, or None to let serde decide. (The translator reads chunks
+/// through chunk_template.rs, which scans with spans, else leaves them to serde.)
+#[cfg(test)]
+fn scan(data: &[u8]) -> Option<Chunk<'_>> {
+    scan_with_spans(data).map(|(chunk, _)| chunk)
 }
 
-/// The chunk as serde would read it, or None to let serde decide.
-fn scan(data: &[u8]) -> Option<Chunk<'_>> {
+/// Which of a delta's text fields a string is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TextField {
+    Content,
+    ReasoningContent,
+    Reasoning,
+}
+
+/// Where `scan` found the values a chunk template (chunk_template.rs) rebuilds: each as
+/// [start, end) of its whole token (a string's quotes included, or `null`). The delta's are
+/// those of the last choice read.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Spans {
+    pub(super) id: Option<(usize, usize)>,
+    pub(super) object: Option<(usize, usize)>,
+    pub(super) content: Option<(usize, usize)>,
+    pub(super) reasoning_content: Option<(usize, usize)>,
+    pub(super) reasoning: Option<(usize, usize)>,
+}
+
+/// A JSON string token starting at `at` (its opening quote), read as `scan` reads one: the text
+/// and where the token ends (just past its closing quote). None where serde would refuse it.
+pub(super) fn text_token(data: &[u8], at: usize) -> Option<(Text<'_>, usize)> {
+    let mut p = Scan { b: data, i: at };
+    if data.get(at) != Some(&b'"') {
+        return None;
+    }
+    let text = p.opt_text()??;
+    Some((text, p.i))
+}
+
+/// `scan`, and where it found what a template needs.
+pub(super) fn scan_with_spans(data: &[u8]) -> Option<(Chunk<'_>, Spans)> {
     let mut p = Scan { b: data, i: 0 };
     let mut chunk = Chunk {
         id: None,
@@ -110,19 +142,22 @@ fn scan(data: &[u8]) -> Option<Chunk<'_>> {
         object: None,
     };
     let mut seen = Seen::default();
+    let mut spans = Spans::default();
     p.object(|p, key| {
         match key {
             b"id" => {
                 seen.first(0)?;
-                chunk.id = p.opt_text()?;
+                let (text, span) = p.opt_text_at()?;
+                (chunk.id, spans.id) = (text, Some(span));
             }
             b"object" => {
                 seen.first(1)?;
-                chunk.object = p.opt_text()?;
+                let (text, span) = p.opt_text_at()?;
+                (chunk.object, spans.object) = (text, Some(span));
             }
             b"choices" => {
                 seen.first(2)?;
-                chunk.choices = p.opt_array(Scan::choice)?;
+                chunk.choices = p.opt_array(|p| p.choice(&mut spans))?;
             }
             // Only absent or null here: serde reads a usage object or an error.
             b"usage" | b"error" => {
@@ -134,7 +169,7 @@ fn scan(data: &[u8]) -> Option<Chunk<'_>> {
         Some(())
     })?;
     p.ws();
-    (p.i == data.len()).then_some(chunk)
+    (p.i == data.len()).then_some((chunk, spans))
 }
 
 /// The known keys of one object read so far (serde refuses a duplicate one).
@@ -235,7 +270,7 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn choice(&mut self) -> Option<Choice<'a>> {
+    fn choice(&mut self, spans: &mut Spans) -> Option<Choice<'a>> {
         let mut c = Choice {
             index: 0,
             delta: None,
@@ -256,7 +291,7 @@ impl<'a> Scan<'a> {
                         p.null()?;
                         None
                     } else {
-                        Some(p.delta()?)
+                        Some(p.delta(spans)?)
                     };
                 }
                 b"finish_reason" => {
@@ -275,27 +310,31 @@ impl<'a> Scan<'a> {
         Some(c)
     }
 
-    fn delta(&mut self) -> Option<Delta<'a>> {
+    fn delta(&mut self, spans: &mut Spans) -> Option<Delta<'a>> {
         let mut d = Delta {
             content: None,
             reasoning_content: None,
             reasoning: None,
             tool_calls: None,
         };
+        (spans.content, spans.reasoning_content, spans.reasoning) = (None, None, None);
         let mut seen = Seen::default();
         self.object(|p, key| {
             match key {
                 b"content" => {
                     seen.first(0)?;
-                    d.content = p.opt_text()?;
+                    let (text, span) = p.opt_text_at()?;
+                    (d.content, spans.content) = (text, Some(span));
                 }
                 b"reasoning_content" => {
                     seen.first(1)?;
-                    d.reasoning_content = p.opt_text()?;
+                    let (text, span) = p.opt_text_at()?;
+                    (d.reasoning_content, spans.reasoning_content) = (text, Some(span));
                 }
                 b"reasoning" => {
                     seen.first(2)?;
-                    d.reasoning = p.opt_text()?;
+                    let (text, span) = p.opt_text_at()?;
+                    (d.reasoning, spans.reasoning) = (text, Some(span));
                 }
                 // Only null here: serde reads tool calls.
                 b"tool_calls" => {
@@ -307,6 +346,14 @@ impl<'a> Scan<'a> {
             Some(())
         })?;
         Some(d)
+    }
+
+    /// `opt_text`, and [start, end) of its token.
+    fn opt_text_at(&mut self) -> Option<(Option<Text<'a>>, (usize, usize))> {
+        self.ws();
+        let start = self.i;
+        let text = self.opt_text()?;
+        Some((text, (start, self.i)))
     }
 
     /// null or a string.

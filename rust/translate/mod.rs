@@ -39,6 +39,7 @@ pub trait StreamTranslator: Send {
 
 mod borrowed;
 mod chunk;
+mod chunk_template;
 mod count_tokens;
 mod error;
 mod fields;

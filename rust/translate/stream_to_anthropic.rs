@@ -24,7 +24,8 @@ use std::collections::VecDeque;
 use serde_json::{json, Value};
 
 use super::borrowed::Text;
-use super::chunk::{self, Chunk, ChunkUsage};
+use super::chunk::{Chunk, ChunkUsage};
+use super::chunk_template::Template;
 use super::error::{message_of, status_of};
 use super::ids::{message_id, tool_use_id};
 use super::json_out::{begin_event, end_frame, event_value, push_str, push_u64};
@@ -75,6 +76,8 @@ pub(crate) struct OpenAiToAnthropic {
     /// Upstream tool call index → slot, latest first wins.
     index_map: Vec<(u32, usize)>,
     backlog: VecDeque<Pending>,
+    /// The last content chunk's bytes around its text: the next like it is read without a scan.
+    template: Template,
     finish_reason: Option<String>,
     stop_sequence: Option<String>,
     stop_reason: Option<&'static str>,
@@ -95,6 +98,7 @@ impl OpenAiToAnthropic {
             tools: Vec::new(),
             index_map: Vec::new(),
             backlog: VecDeque::new(),
+            template: Template::default(),
             finish_reason: None,
             stop_sequence: None,
             stop_reason: None,
@@ -526,7 +530,7 @@ impl StreamTranslator for OpenAiToAnthropic {
             return;
         }
         // Lines that are not chunks (keep-alive text, comments sent as data) are skipped.
-        let Some(chunk) = chunk::read(data) else {
+        let Some(chunk) = self.template.read_chunk(data) else {
             return;
         };
         if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
