@@ -161,15 +161,18 @@ impl BodySink for Body {
                 let t = t.get_mut().unwrap_or_else(PoisonError::into_inner);
                 let r = splitter.feed(bytes, scratch, |ev: &SseEvent<'_>| {
                     *event_count += 1;
+                    t.on_event(ev, out);
                     if anthropic {
                         tally.anthropic_event(ev);
+                    } else if t.last_was_templated() {
+                        // A delta with a text and no usage: what the searches below would find.
+                        *content_chunks += 1;
                     } else {
                         tally.openai_translated_event(ev);
                         if is_content_chunk(ev.data) {
                             *content_chunks += 1;
                         }
                     }
-                    t.on_event(ev, out);
                 });
                 scratch.clear();
                 r
@@ -802,6 +805,61 @@ mod tests {
             out.extend_from_slice(ex.out());
         }
         (out, ex)
+    }
+
+    /// Content chunks alike but for their text (a template's hits after the first), a finish
+    /// chunk, then `tail`.
+    fn openai_stream(texts: usize, tail: &str) -> Vec<u8> {
+        let chunk = |delta: &str, finish: &str| {
+            format!(
+                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+            )
+        };
+        let mut s = chunk(r#"{"role":"assistant","content":""}"#, "null");
+        for i in 0..texts {
+            s.push_str(&chunk(&format!(r#"{{"content":"piece {i}"}}"#), "null"));
+        }
+        s.push_str(&chunk("{}", r#""stop""#));
+        s.push_str(tail);
+        s.push_str("data: [DONE]\n\n");
+        s.into_bytes()
+    }
+
+    fn translated(body: &[u8]) -> ExchangeCore {
+        let s = TranslatorSettings {
+            flavor: "generic".into(),
+            model: "claude-x".into(),
+            include_usage: true,
+        };
+        let t = new_translator(OPENAI_TO_ANTHROPIC, &s).unwrap();
+        let (_, ex) = relay_openai(
+            ExchangeCore::new(OPENAI_TO_ANTHROPIC, Some(t)),
+            body,
+            64,
+            100,
+        );
+        ex
+    }
+
+    #[test]
+    fn a_translated_stream_counts_and_tallies_as_the_pass_through_does() {
+        // No usage reported: the estimate counts the chunks with a non-empty delta, templated
+        // or scanned alike (the role chunk too).
+        let body = openai_stream(20, "");
+        let (_, relayed) = relay_openai(ExchangeCore::new(RELAY_OPENAI, None), &body, 64, 100);
+        let ex = translated(&body);
+        assert_eq!((ex.usage_estimated(), ex.usage().output), (true, 21));
+        assert_eq!(ex.usage(), relayed.usage());
+        // A usage chunk with a cost: both read it.
+        let usage = r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":21,"cost":0.25}}
+
+"#;
+        let body = openai_stream(20, usage);
+        let ex = translated(&body);
+        assert!(!ex.usage_estimated());
+        assert_eq!((ex.usage().input, ex.usage().output), (9, 21));
+        assert_eq!(ex.tally().upstream_cost, Some(0.25));
+        assert_eq!(ex.tally().stop_reason.as_deref(), Some("end_turn"));
     }
 
     #[test]

@@ -36,13 +36,17 @@ pub(super) struct Template {
     index: u32,
     /// Which delta field the text is; None: no template yet.
     field: Option<TextField>,
+    /// The last `read_chunk` rebuilt its chunk from the template.
+    hit: bool,
 }
 
 impl Template {
     /// The chunk as serde reads it (None when the data is not a chunk): rebuilt when it has the
     /// template's bytes around its text, else scanned (and learned) or left to serde.
     pub(super) fn read_chunk<'a>(&mut self, data: &'a [u8]) -> Option<Chunk<'a>> {
+        self.hit = false;
         if let Some(chunk) = self.read(data) {
+            self.hit = true;
             return Some(chunk);
         }
         match scan_with_spans(data) {
@@ -55,6 +59,16 @@ impl Template {
     }
 
     /// The chunk when `data` is the template's bytes around one string token.
+    /// An event that was not read as a chunk: not a hit.
+    pub(super) fn miss(&mut self) {
+        self.hit = false;
+    }
+
+    /// Whether the last `read_chunk` rebuilt its chunk from the template.
+    pub(super) fn hit(&self) -> bool {
+        self.hit
+    }
+
     fn read<'a>(&self, data: &'a [u8]) -> Option<Chunk<'a>> {
         let field = self.field?;
         let (n, p, s) = (data.len(), self.prefix.len(), self.suffix.len());
@@ -163,6 +177,7 @@ impl Template {
             object: place(&chunk.object, spans.object)?,
             index: choice.index,
             field: Some(field),
+            hit: false,
         })
     }
 }
@@ -214,6 +229,7 @@ mod tests {
         t.read_chunk(first.as_bytes());
         let rebuilt = t.read(next.as_bytes()).is_some();
         let by_template = t.read_chunk(next.as_bytes()).map(|c| seen(&c));
+        assert_eq!(t.hit(), rebuilt);
         let by_serde = serde_json::from_slice::<Chunk<'_>>(next.as_bytes())
             .ok()
             .map(|c| seen(&c));

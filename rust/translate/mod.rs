@@ -35,6 +35,12 @@ pub trait StreamTranslator: Send {
     fn failed(&self) -> bool {
         false
     }
+    /// Whether the last event was an OpenAI chunk read from the last one's template
+    /// (chunk_template.rs): one choice whose delta is one text, no usage, no error. The exchange
+    /// then knows what its own searches of the chunk would find.
+    fn last_was_templated(&self) -> bool {
+        false
+    }
 }
 
 mod borrowed;

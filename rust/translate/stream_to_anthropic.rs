@@ -34,6 +34,11 @@ use super::options::TranslateOptions;
 use super::stop::{anthropic_error_type, anthropic_stop_reason};
 use super::{SseEvent, StreamTranslator, Usage};
 
+/// A `content_block_delta`'s bytes between its index and its text, by the delta's type.
+const TEXT_DELTA: &[u8] = b",\"delta\":{\"type\":\"text_delta\",\"text\":";
+const THINKING_DELTA: &[u8] = b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":";
+const JSON_DELTA: &[u8] = b",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Open {
     None,
@@ -179,18 +184,16 @@ impl OpenAiToAnthropic {
         self.open = Open::None;
     }
 
-    fn delta(out: &mut Vec<u8>, index: u32, kind: &str, field: &str, text: &str) {
-        begin_event(out, "content_block_delta");
-        out.extend_from_slice(b"{\"type\":\"content_block_delta\",\"index\":");
+    /// A `content_block_delta` event; `delta` is its delta's type and field (`TEXT_DELTA`...).
+    /// Its fixed bytes go out as three pieces: it is written for nearly every upstream chunk.
+    fn delta(out: &mut Vec<u8>, index: u32, delta: &[u8], text: &str) {
+        out.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+        );
         push_u64(out, u64::from(index));
-        out.extend_from_slice(b",\"delta\":{\"type\":\"");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\",\"");
-        out.extend_from_slice(field.as_bytes());
-        out.extend_from_slice(b"\":");
+        out.extend_from_slice(delta);
         push_str(out, text);
-        out.extend_from_slice(b"}}");
-        end_frame(out);
+        out.extend_from_slice(b"}}\n\n");
     }
 
     /// Whether new content must wait: an open tool block is still incomplete, or earlier
@@ -212,7 +215,7 @@ impl OpenAiToAnthropic {
                 i
             }
         };
-        Self::delta(out, index, "text_delta", "text", text);
+        Self::delta(out, index, TEXT_DELTA, text);
     }
 
     fn emit_thinking(&mut self, text: &str, out: &mut Vec<u8>) {
@@ -226,7 +229,7 @@ impl OpenAiToAnthropic {
                 i
             }
         };
-        Self::delta(out, index, "thinking_delta", "thinking", text);
+        Self::delta(out, index, THINKING_DELTA, text);
     }
 
     fn open_tool(&mut self, slot: usize, out: &mut Vec<u8>) {
@@ -240,7 +243,7 @@ impl OpenAiToAnthropic {
         if !t.buf.is_empty() {
             let buf = std::mem::take(&mut t.buf);
             t.scan.feed(buf.as_bytes());
-            Self::delta(out, index, "input_json_delta", "partial_json", &buf);
+            Self::delta(out, index, JSON_DELTA, &buf);
         }
     }
 
@@ -333,7 +336,7 @@ impl OpenAiToAnthropic {
                 };
                 if !args.is_empty() {
                     t.scan.feed(args.as_bytes());
-                    Self::delta(out, block, "input_json_delta", "partial_json", args);
+                    Self::delta(out, block, JSON_DELTA, args);
                 }
                 if t.scan.is_complete() && !self.backlog.is_empty() {
                     self.drain(false, out);
@@ -507,6 +510,7 @@ impl OpenAiToAnthropic {
 
 impl StreamTranslator for OpenAiToAnthropic {
     fn on_event(&mut self, ev: &SseEvent<'_>, out: &mut Vec<u8>) {
+        self.template.miss();
         if self.done {
             return;
         }
@@ -573,5 +577,9 @@ impl StreamTranslator for OpenAiToAnthropic {
 
     fn failed(&self) -> bool {
         self.failed
+    }
+
+    fn last_was_templated(&self) -> bool {
+        self.template.hit()
     }
 }

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+import traceback
 from typing import Any
 
 from .. import log
@@ -127,7 +128,10 @@ def serve_front(host: str, port: int, workers: int, drain_s: float) -> None:
             try:
                 _run_worker(sock, drain_s)
             except BaseException as exc:
-                log.error("worker failed", error=type(exc).__name__, detail=str(exc)[:200])
+                # Where it failed (file:line of the innermost frames), never the values in them.
+                frames = traceback.extract_tb(exc.__traceback__)[-4:]
+                at = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(frames))
+                log.error("worker failed", error=type(exc).__name__, detail=str(exc)[:200], at=at)
                 code = 1
             finally:
                 log.flush_access()
