@@ -26,6 +26,8 @@ pyo3::create_exception!(
 
 /// Bytes queued behind a request in progress (pipelining) before the front stops reading.
 const PIPELINE_LIMIT: usize = 256 * 1024;
+/// How long a refused request's connection reads and drops what its client still sends.
+const LINGER_S: f64 = 2.0;
 
 /// An awaitable whose value is already known: the request body, or (one per connection, its
 /// value None) what `send_bytes` returns, there being nothing to wait for.
@@ -272,7 +274,29 @@ impl FrontCore {
         // The head may not have been read: an HTTP/1.1 answer.
         self.json_answer(py, false, r.status, body.as_bytes())?;
         self.refused = Some((r.status, r.message.clone()));
-        self.close(py)
+        self.linger(py)
+    }
+
+    /// After a refusal: the answer, then a FIN; what the client still sends (the rest of a
+    /// head or body the front would not read) is dropped until it closes, or for `LINGER_S`.
+    /// Closed at once, the socket would answer that data with a reset, and a client's kernel
+    /// that takes the reset first drops the answer unread.
+    fn linger(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.phase = Phase::Closed;
+        self.buf = Vec::new();
+        self.writer = None;
+        let Some(t) = self.transport.take() else {
+            return Ok(());
+        };
+        let t = t.bind(py);
+        if !t.call_method0(intern!(py, "can_write_eof"))?.is_truthy()? {
+            t.call_method0(intern!(py, "close"))?;
+            return Ok(());
+        }
+        t.call_method0(intern!(py, "write_eof"))?;
+        let running = py.import("asyncio")?.call_method0("get_running_loop")?;
+        running.call_method1("call_later", (LINGER_S, t.getattr(intern!(py, "close"))?))?;
+        Ok(())
     }
 
     /// Tell Python of a refusal (its log line), outside any borrow.
