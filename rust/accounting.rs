@@ -24,7 +24,7 @@ use crate::ledger_batch::Val;
 use crate::py_value::{kind_of, PyValue};
 use crate::record_text::{push_val, RecordText};
 use crate::row_queue::RowQueue;
-use crate::translate::json_out::{push_str, push_u64};
+use crate::translate::json_out::{push_block, push_str, push_u64};
 
 thread_local! {
     /// The last request's record text, kept for its capacity: the next writes into it.
@@ -122,9 +122,7 @@ impl Head {
 
     fn write(&self, out: &mut Vec<u8>) {
         if self.long.is_empty() {
-            let at = out.len();
-            out.extend_from_slice(&self.padded);
-            out.truncate(at + self.len);
+            push_block(out, &self.padded, self.len);
         } else {
             out.extend_from_slice(&self.long);
         }
@@ -196,11 +194,7 @@ impl LineSpec {
                     push_rounded(out, vals.get(*i).unwrap_or(&Val::Null), *scale);
                 }
                 Some(Source::Field(i, _)) => match record.value_block(*i) {
-                    Some((block, len)) => {
-                        let at = out.len();
-                        out.extend_from_slice(block);
-                        out.truncate(at + len);
-                    }
+                    Some((block, len)) => push_block(out, block, len),
                     None => match record.value(*i) {
                         b"" => out.extend_from_slice(b"null"),
                         written => out.extend_from_slice(written),

@@ -167,14 +167,13 @@ impl BatchBuilder {
         if width == 0 {
             return Err("width: at least the unix time is needed".into());
         }
-        let required = is_required;
         let sums = Self::zero(&spec);
         let mut batch = Batch::default();
         batch.records.push(b'[');
         Ok(BatchBuilder {
             width,
             id_field,
-            required,
+            required: is_required,
             spec,
             batch,
             key: Vec::new(),

@@ -226,13 +226,18 @@ impl FrontCore {
     }
 
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.phase = Phase::Closed;
-        self.buf = Vec::new();
-        self.writer = None;
-        if let Some(t) = self.transport.take() {
+        if let Some(t) = self.end() {
             t.bind(py).call_method0(intern!(py, "close"))?;
         }
         Ok(())
+    }
+
+    /// The connection is done with: no more requests read from it; its transport, to end.
+    fn end(&mut self) -> Option<Py<PyAny>> {
+        self.phase = Phase::Closed;
+        self.buf = Vec::new();
+        self.writer = None;
+        self.transport.take()
     }
 
     /// `_expire`'s work: an idle keep-alive connection closes; a half-sent request gets 408.
@@ -282,10 +287,7 @@ impl FrontCore {
     /// Closed at once, the socket would answer that data with a reset, and a client's kernel
     /// that takes the reset first drops the answer unread.
     fn linger(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.phase = Phase::Closed;
-        self.buf = Vec::new();
-        self.writer = None;
-        let Some(t) = self.transport.take() else {
+        let Some(t) = self.end() else {
             return Ok(());
         };
         let t = t.bind(py);

@@ -528,43 +528,45 @@ fn unescape(raw: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+/// What the translator reads of a chunk, to compare two readings of it (tests: the scan's with
+/// serde's here, a template's with serde's in chunk_template.rs).
+pub(super) fn seen(c: &Chunk<'_>) -> String {
+    let text = |t: &Option<Text<'_>>| format!("{:?}", t.as_ref().map(|t| t.0.as_ref()));
+    let raw = |r: &Option<&RawValue>| format!("{:?}", r.map(RawValue::get));
+    let choices = c.choices.as_ref().map(|cs| {
+        cs.iter()
+            .map(|ch| {
+                let delta = ch.delta.as_ref().map(|d| {
+                    format!(
+                        "{} {} {} {}",
+                        text(&d.content),
+                        text(&d.reasoning_content),
+                        text(&d.reasoning),
+                        d.tool_calls.as_ref().map_or(0, Vec::len)
+                    )
+                });
+                format!(
+                    "{} {delta:?} {} {} {}",
+                    ch.index,
+                    text(&ch.finish_reason),
+                    raw(&ch.stop_reason),
+                    raw(&ch.matched_stop)
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    format!(
+        "{} {} {} {} {choices:?}",
+        text(&c.id),
+        text(&c.object),
+        c.usage.is_some(),
+        raw(&c.error)
+    )
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What the translator reads of a chunk, to compare the scan's with serde's.
-    fn seen(c: &Chunk<'_>) -> String {
-        let text = |t: &Option<Text<'_>>| format!("{:?}", t.as_ref().map(|t| t.0.as_ref()));
-        let raw = |r: &Option<&RawValue>| format!("{:?}", r.map(RawValue::get));
-        let choices = c.choices.as_ref().map(|cs| {
-            cs.iter()
-                .map(|ch| {
-                    let delta = ch.delta.as_ref().map(|d| {
-                        format!(
-                            "{} {} {} {}",
-                            text(&d.content),
-                            text(&d.reasoning_content),
-                            text(&d.reasoning),
-                            d.tool_calls.as_ref().map_or(0, Vec::len)
-                        )
-                    });
-                    format!(
-                        "{} {delta:?} {} {} {}",
-                        ch.index,
-                        text(&ch.finish_reason),
-                        raw(&ch.stop_reason),
-                        raw(&ch.matched_stop)
-                    )
-                })
-                .collect::<Vec<_>>()
-        });
-        format!(
-            "{} {} {} {} {choices:?}",
-            text(&c.id),
-            text(&c.object),
-            c.usage.is_some(),
-            raw(&c.error)
-        )
-    }
 
     fn check(data: &str) -> bool {
         let by_serde = serde_json::from_slice::<Chunk<'_>>(data.as_bytes());

@@ -185,43 +185,8 @@ impl Template {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use super::super::chunk::seen;
     use super::*;
-
-    /// What the translator reads of a chunk (chunk.rs's tests compare the scan with serde).
-    fn seen(c: &Chunk<'_>) -> String {
-        let text = |t: &Option<Text<'_>>| format!("{:?}", t.as_ref().map(|t| t.0.as_ref()));
-        let choices: Vec<String> = c
-            .choices
-            .iter()
-            .flatten()
-            .map(|ch| {
-                let d = ch.delta.as_ref().map(|d| {
-                    format!(
-                        "{} {} {} {}",
-                        text(&d.content),
-                        text(&d.reasoning_content),
-                        text(&d.reasoning),
-                        d.tool_calls.is_some()
-                    )
-                });
-                format!(
-                    "{} {d:?} {} {} {}",
-                    ch.index,
-                    text(&ch.finish_reason),
-                    ch.stop_reason.is_some(),
-                    ch.matched_stop.is_some()
-                )
-            })
-            .collect();
-        format!(
-            "{} {} {} {} {:?} {choices:?}",
-            text(&c.id),
-            text(&c.object),
-            c.usage.is_some(),
-            c.error.is_some(),
-            c.choices.is_some()
-        )
-    }
 
     /// `next` read after `first` through one template, and whether the template read it.
     fn after(first: &str, next: &str) -> (Option<String>, bool) {

@@ -126,8 +126,7 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         out.push(b'0' + n as u8);
         return;
     }
-    // The digits left-aligned in a fixed-size block, copied whole and cut to their count: a
-    // few moves, where a slice of any length is a call to memcpy.
+    // The digits left-aligned in a fixed-size block (`push_block`).
     let digits = n.ilog10() as usize + 1;
     let mut buf = [0u8; 20];
     let mut i = digits;
@@ -145,9 +144,16 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         i -= 1;
         buf[i] = b'0' + n as u8;
     }
+    push_block(out, &buf, digits);
+}
+
+/// The first `len` bytes of `block`: the whole block copied and the copy cut, a few moves where
+/// a slice of any length is a call to memcpy (the access line's keys and values, integers).
+#[inline]
+pub(crate) fn push_block<const N: usize>(out: &mut Vec<u8>, block: &[u8; N], len: usize) {
     let at = out.len();
-    out.extend_from_slice(&buf);
-    out.truncate(at + digits);
+    out.extend_from_slice(block);
+    out.truncate(at + len.min(N));
 }
 
 /// Appends a JSON value. Serializing a `Value` into a `Vec` cannot fail.
